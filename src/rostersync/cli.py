@@ -1,0 +1,343 @@
+"""The ``rostersync`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import sqlalchemy as sa
+
+from rostersync import service
+from rostersync.errors import RosterError
+from rostersync.sync import engine as sync_engine
+
+logger = logging.getLogger(__name__)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+def _print_json(document: Any) -> None:
+    click.echo(json.dumps(document, default=_default, indent=2))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = service.open_store(self.url)
+        return self._engine
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except RosterError as exc:
+        _fail(str(exc))
+
+
+@click.group()
+@click.option("--database-url", envvar="ROSTERSYNC_DATABASE_URL", default=None,
+              help="SQLAlchemy URL of the store (default: rostersync.sqlite here).")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="rostersync")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, verbose: int) -> None:
+    """Keep ClassPilot's rosters in step with a district's source of truth."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(database_url)
+
+
+@main.command()
+@click.pass_obj
+def init(obj: Context) -> None:
+    """Create or upgrade the store's tables."""
+    with _user_errors():
+        obj.engine  # noqa: B018 - opening the store migrates it
+    click.echo("The store is ready.")
+
+
+# Districts ------------------------------------------------------------------------------------
+
+@main.group()
+def district() -> None:
+    """Add, list and configure districts."""
+
+
+@district.command("add")
+@click.argument("name")
+@click.option("--timezone", default="UTC", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def district_add(obj: Context, name: str, timezone: str, as_json: bool) -> None:
+    """Add a district."""
+    with _user_errors():
+        ident = service.add_district(obj.engine, name, timezone)
+    if as_json:
+        _print_json({"district": ident, "name": name})
+    else:
+        click.echo(f"District {name!r} added.")
+
+
+@district.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def district_list(obj: Context, as_json: bool) -> None:
+    """List districts and their settings."""
+    with _user_errors():
+        rows = service.list_districts(obj.engine)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  tz={row['timezone']}  authoritative={row['authoritative']}  "
+                   f"safety={row['safety_share']:.0%}/{row['safety_floor']}")
+
+
+@district.command("set")
+@click.argument("name")
+@click.option("--authoritative/--not-authoritative", default=None,
+              help="Whether sources may end enrollments they no longer list.")
+@click.option("--allow-groups/--no-groups", default=None, help="Allow teacher groups.")
+@click.option("--safety-share", type=float, default=None,
+              help="Hold a run that removes or changes more than this share (0-1).")
+@click.option("--safety-floor", type=int, default=None,
+              help="…but always allow this many removals or changes.")
+@click.option("--timezone", default=None)
+@click.pass_obj
+def district_set(obj: Context, name: str, **options: Any) -> None:
+    """Change a district's settings."""
+    settings = {k: v for k, v in options.items() if v is not None}
+    with _user_errors():
+        service.set_district(obj.engine, name, **settings)
+    click.echo(f"District {name!r} updated.")
+
+
+# Sources --------------------------------------------------------------------------------------
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--set takes KEY=VALUE, got {pair!r}.")
+        out[key.strip()] = value
+    return out
+
+
+@main.group()
+def source() -> None:
+    """Add, list and configure sources."""
+
+
+@source.command("add")
+@click.argument("name")
+@click.option("--district", "district_name", required=True)
+@click.option("--kind", required=True, help="csv or oneroster-csv.")
+@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the source, e.g. path=/data/export.zip.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def source_add(obj: Context, name: str, district_name: str, kind: str, pairs: tuple[str, ...],
+               as_json: bool) -> None:
+    """Connect a source to a district."""
+    with _user_errors():
+        ident = service.add_source(obj.engine, name, district_name, kind, _settings(pairs))
+    if as_json:
+        _print_json({"source": ident, "name": name})
+    else:
+        click.echo(f"Source {name!r} ({kind}) added to {district_name!r}.")
+
+
+@source.command("set")
+@click.argument("name")
+@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", required=True)
+@click.pass_obj
+def source_set(obj: Context, name: str, pairs: tuple[str, ...]) -> None:
+    """Change a source's settings."""
+    with _user_errors():
+        service.update_source(obj.engine, name, _settings(pairs))
+    click.echo(f"Source {name!r} updated.")
+
+
+@source.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def source_list(obj: Context, as_json: bool) -> None:
+    """List sources."""
+    with _user_errors():
+        rows = service.list_sources(obj.engine)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  {row['kind']}  district={row['district']}  {row['status']}")
+
+
+# Sync -----------------------------------------------------------------------------------------
+
+def _progress_bar() -> tuple[Callable[[str, dict[str, int]], None], Callable[[], None]]:
+    """A live status line on a terminal; nothing when output is redirected."""
+    if not sys.stderr.isatty():
+        return sync_engine.no_progress, lambda: None
+    from rich.console import Console
+    from rich.status import Status
+
+    status = Status("Starting…", console=Console(stderr=True))
+    status.start()
+
+    def update(stage: str, counts: dict[str, int]) -> None:
+        shown = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+        status.update(f"{stage}… {shown}")
+
+    return update, status.stop
+
+
+def _summary(result: sync_engine.RunResult) -> None:
+    click.echo(f"Run {result.run_id}: {result.status}")
+    for entity, actions in result.changes.items():
+        click.echo(f"  {entity}: " + ", ".join(f"{a} {n:,}" for a, n in sorted(actions.items())))
+    if result.status == "succeeded" and not result.changes:
+        click.echo("  no changes")
+    for reason in result.held_reasons:
+        click.echo(f"  held: {reason}")
+    if result.held_reasons and result.status == "held":
+        click.echo(f"  Review it, then `rostersync sync SOURCE --approve {result.run_id}` or "
+                   f"`--discard {result.run_id}`.")
+    if result.error:
+        click.echo(f"  error: {result.error}")
+    for problem in result.problems[:50]:
+        click.echo(f"  - {problem}")
+    if len(result.problems) > 50:
+        click.echo(f"  … and {len(result.problems) - 50} more")
+    for warning in result.warnings[:20]:
+        click.echo(f"  warning: {warning}")
+
+
+@main.command()
+@click.argument("source_name", metavar="SOURCE")
+@click.option("--dry-run", is_flag=True, help="Compute and show the plan; change nothing.")
+@click.option("--approve", "approve_run", type=int, metavar="RUN", help="Apply a held run.")
+@click.option("--discard", "discard_run", type=int, metavar="RUN", help="Drop a held run.")
+@click.option("--by", "by", default=None, help="Who approves or discards (for the log).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def sync(obj: Context, source_name: str, dry_run: bool, approve_run: int | None,
+         discard_run: int | None, by: str | None, as_json: bool) -> None:
+    """Sync a source now. Exit 0 on success or dry run, 2 when held, 1 when failed."""
+    progress, stop = _progress_bar() if not as_json else (sync_engine.no_progress, lambda: None)
+    try:
+        with _user_errors():
+            if approve_run is not None:
+                result = sync_engine.approve(obj.engine, approve_run, by=by, progress=progress)
+            elif discard_run is not None:
+                result = sync_engine.discard(obj.engine, discard_run, by=by)
+            else:
+                result = sync_engine.sync(obj.engine, source_name, dry_run=dry_run,
+                                          progress=progress)
+    finally:
+        stop()
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        _summary(result)
+    sys.exit({"succeeded": 0, "dry-run": 0, "discarded": 0, "held": 2}.get(result.status, 1))
+
+
+@main.command()
+@click.argument("source_name", metavar="SOURCE")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def runs(obj: Context, source_name: str, limit: int, as_json: bool) -> None:
+    """List a source's runs, newest first."""
+    with _user_errors():
+        rows = service.list_runs(obj.engine, source_name, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        summary = row["summary"] or {}
+        total = sum(sum(v.values()) for v in summary.values())
+        click.echo(f"{row['id']:>6}  {row['started_at']:%Y-%m-%d %H:%M}  {row['trigger']:<10} "
+                   f"{row['status']:<10} {total:>8} change(s)  {row['error'] or ''}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.option("--entity", default=None)
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def changes(obj: Context, run_id: int, entity: str | None, limit: int, as_json: bool) -> None:
+    """Show the changes of a run (applied, or planned for a held or dry run)."""
+    with _user_errors():
+        rows = service.run_changes(obj.engine, run_id, entity, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['entity']:<10} {row['canonical_id']:>8} {row['action']:<8} "
+                   f"{row['before'] or ''} → {row['after'] or ''}")
+
+
+@main.command()
+@click.argument("district_name", metavar="DISTRICT")
+@click.option("--email", default=None)
+@click.option("--google-id", default=None)
+@click.option("--name", default=None)
+@click.option("--device", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def sighting(obj: Context, district_name: str, email: str | None, google_id: str | None,
+             name: str | None, device: str | None, as_json: bool) -> None:
+    """Record that the browser extension saw a student."""
+    with _user_errors():
+        result = service.record_sighting(obj.engine, district_name, email=email,
+                                         google_id=google_id, name=name, device=device)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"Person {result['person']}: {result['status']}")
+
+
+@main.command()
+@click.argument("district_name", metavar="DISTRICT")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def export(obj: Context, district_name: str, out: Path, as_json: bool) -> None:
+    """Write the district's current roster as a OneRoster 1.1 CSV bulk export."""
+    with _user_errors():
+        counts = service.export_oneroster(obj.engine, district_name, out)
+    if as_json:
+        _print_json({"out": str(out), "files": counts})
+    else:
+        click.echo(f"Wrote {out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Records, ids and frame schemas shared by every layer; no I/O."""

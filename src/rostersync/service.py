@@ -1,0 +1,373 @@
+"""Operations on the roster service that the CLI (and the web app and jobs) call.
+
+Each function opens its own transactions on the engine it is given; none holds state.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import zoneinfo
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from rostersync.errors import ConfigError, NotFound
+from rostersync.sources import base
+from rostersync.store import bulk, db
+from rostersync.store.schema import (
+    changes,
+    districts,
+    enrollments,
+    id_map,
+    people,
+    runs,
+    schools,
+    sections,
+    sightings,
+    sources,
+    terms,
+)
+
+logger = logging.getLogger(__name__)
+
+SECRET_KEYS = ("password", "secret", "token", "key", "credentials")
+
+
+def open_store(url: str | None = None, *, migrate: bool = True) -> sa.Engine:
+    """An engine on the configured database, its schema brought up to date."""
+    engine = db.make_engine(url)
+    if migrate:
+        db.migrate(engine)
+    return engine
+
+
+# Districts ----------------------------------------------------------------------------------
+
+def add_district(engine: sa.Engine, name: str, timezone: str = "UTC") -> int:
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"Unknown time zone {timezone!r}; use a name such as America/New_York."
+        ) from None
+    with engine.begin() as conn:
+        if conn.execute(sa.select(districts.c.id).where(districts.c.name == name)).first():
+            raise ConfigError(f"A district named {name!r} already exists.")
+        result = conn.execute(
+            districts.insert().values(name=name, timezone=timezone, created_at=datetime.now(UTC))
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def district_id(conn: sa.Connection, name: str) -> int:
+    found = conn.execute(sa.select(districts.c.id).where(districts.c.name == name)).scalar()
+    if found is None:
+        raise NotFound(f"There is no district named {name!r}. Add it with `rostersync district "
+                       "add`.")
+    return int(found)
+
+
+def set_district(engine: sa.Engine, name: str, **settings: Any) -> None:
+    allowed = {"authoritative", "allow_groups", "safety_share", "safety_floor", "timezone"}
+    unknown = set(settings) - allowed
+    if unknown:
+        raise ConfigError(f"Unknown district setting(s): {', '.join(sorted(unknown))}.")
+    with engine.begin() as conn:
+        ident = district_id(conn, name)
+        conn.execute(districts.update().where(districts.c.id == ident).values(**settings))
+
+
+def list_districts(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(districts).order_by("id"))]
+
+
+# Sources ------------------------------------------------------------------------------------
+
+def add_source(
+    engine: sa.Engine, name: str, district: str, kind: str, config: Mapping[str, str]
+) -> int:
+    base.build(kind, config)  # validates the kind and its settings
+    with engine.begin() as conn:
+        ident = district_id(conn, district)
+        if conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first():
+            raise ConfigError(f"A source named {name!r} already exists.")
+        result = conn.execute(
+            sources.insert().values(
+                district_id=ident, name=name, kind=kind, config=dict(config),
+                created_at=datetime.now(UTC),
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def update_source(engine: sa.Engine, name: str, config: Mapping[str, str]) -> None:
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(sources).where(sources.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"There is no source named {name!r}.")
+        merged = {**dict(row.config or {}), **config}
+        base.build(row.kind, merged)
+        conn.execute(sources.update().where(sources.c.id == row.id).values(config=merged))
+
+
+def list_sources(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(sources, districts.c.name.label("district"))
+            .join(districts, districts.c.id == sources.c.district_id)
+            .order_by(sources.c.id)
+        )
+        out = []
+        for row in rows:
+            item = dict(row._mapping)
+            item["config"] = {
+                k: ("•••" if any(s in k.lower() for s in SECRET_KEYS) else v)
+                for k, v in (item["config"] or {}).items()
+            }
+            out.append(item)
+        return out
+
+
+def list_runs(engine: sa.Engine, source: str, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        ident = conn.execute(sa.select(sources.c.id).where(sources.c.name == source)).scalar()
+        if ident is None:
+            raise NotFound(f"There is no source named {source!r}.")
+        rows = conn.execute(
+            sa.select(runs).where(runs.c.source_id == ident).order_by(runs.c.id.desc())
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def run_changes(
+    engine: sa.Engine, run_id: int, entity: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        query = sa.select(changes).where(changes.c.run_id == run_id)
+        if entity:
+            query = query.where(changes.c.entity == entity)
+        return [dict(r._mapping) for r in conn.execute(query.order_by(changes.c.id).limit(limit))]
+
+
+# Sightings ----------------------------------------------------------------------------------
+
+def record_sighting(
+    engine: sa.Engine,
+    district: str,
+    *,
+    email: str | None = None,
+    google_id: str | None = None,
+    name: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Record that the extension saw a student.
+
+    Links the sighting to the person with that email or Google account id; when there is none,
+    creates a *pending* student whom a later roster sync attaches. Idempotent: repeating a
+    sighting never creates a second person.
+    """
+    email = email.strip().lower() if email else None
+    google_id = google_id.strip() if google_id else None
+    if not email and not google_id:
+        raise ConfigError("A sighting needs the student's email or Google account id.")
+    if email and ("@" not in email or email.startswith("@") or email.endswith("@")):
+        raise ConfigError(f"{email!r} is not an email address.")
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        ident = district_id(conn, district)
+        person_id = None
+        for namespace, value in (("google", google_id), ("email", email)):
+            if value and person_id is None:
+                person_id = conn.execute(
+                    sa.select(id_map.c.canonical_id).where(
+                        id_map.c.district_id == ident, id_map.c.entity == "person",
+                        id_map.c.namespace == namespace, id_map.c.external_id == value,
+                    )
+                ).scalar()
+        created = False
+        if person_id is None:
+            person_id = int(bulk.allocate_ids(conn, "people", 1)[0])
+            given, _, family = (name or "").strip().rpartition(" ")
+            if not given:
+                given, family = family, ""
+            conn.execute(
+                people.insert().values(
+                    id=person_id, district_id=ident, role="student", email=email,
+                    given_name=given or None, family_name=family or None,
+                    google_id=google_id, status="pending", created_at=now, updated_at=now,
+                )
+            )
+            created = True
+        for namespace, value in (("google", google_id), ("email", email)):
+            if value and conn.execute(
+                sa.select(id_map.c.canonical_id).where(
+                    id_map.c.district_id == ident, id_map.c.entity == "person",
+                    id_map.c.namespace == namespace, id_map.c.external_id == value,
+                )
+            ).first() is None:
+                conn.execute(
+                    id_map.insert().values(
+                        district_id=ident, entity="person", namespace=namespace,
+                        external_id=value, canonical_id=person_id,
+                    )
+                )
+        conn.execute(
+            sightings.insert().values(
+                district_id=ident, person_id=person_id, email=email, google_id=google_id,
+                name=name, device=device, seen_at=now,
+            )
+        )
+        status = conn.execute(
+            sa.select(people.c.status).where(people.c.id == person_id)
+        ).scalar_one()
+    logger.info("Sighting recorded for person %s (%s).", person_id, status)
+    return {
+        "person": person_id,
+        "status": "matched" if status == "active" else str(status),
+        "created": created,
+    }
+
+
+# Export -------------------------------------------------------------------------------------
+
+EXPORT_FILES = ("orgs", "academicSessions", "courses", "classes", "users", "enrollments",
+                "demographics")
+
+
+def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, int]:
+    """Write the district's current roster as a OneRoster 1.1 CSV bulk export.
+
+    Canonical ids are the sourcedIds; only active records are written.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        ident = district_id(conn, district)
+        district_name = conn.execute(
+            sa.select(districts.c.name).where(districts.c.id == ident)
+        ).scalar_one()
+
+        def write(name: str, header: list[str], rows: Any) -> None:
+            count = 0
+            with (out / f"{name}.csv").open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(header)
+                for row in rows:
+                    writer.writerow(["" if v is None else v for v in row])
+                    count += 1
+            counts[name] = count
+
+        dist_id = f"d{ident}"
+        write(
+            "orgs",
+            ["sourcedId", "status", "dateLastModified", "name", "type", "identifier",
+             "parentSourcedId"],
+            [(dist_id, "", "", district_name, "district", "", "")]
+            + [
+                (f"s{r.id}", "", "", r.name, "school", r.sis_id, dist_id)
+                for r in conn.execute(
+                    sa.select(schools).where(schools.c.district_id == ident,
+                                             schools.c.status == "active").order_by("id")
+                )
+            ],
+        )
+        write(
+            "academicSessions",
+            ["sourcedId", "status", "dateLastModified", "title", "type", "startDate", "endDate",
+             "parentSourcedId", "schoolYear"],
+            (
+                (f"t{r.id}", "", "", r.name, "term", r.start_date, r.end_date, "",
+                 r.school_year)
+                for r in conn.execute(
+                    sa.select(terms).where(terms.c.district_id == ident,
+                                           terms.c.status == "active").order_by("id")
+                )
+            ),
+        )
+        section_rows = conn.execute(
+            sa.select(sections).where(sections.c.district_id == ident,
+                                      sections.c.status == "active").order_by("id")
+        ).all()
+        write(
+            "courses",
+            ["sourcedId", "status", "dateLastModified", "schoolYearSourcedId", "title",
+             "courseCode", "grades", "orgSourcedId", "subjects", "subjectCodes"],
+            (
+                (f"c{r.id}", "", "", "", r.course or r.name, "", "",
+                 f"s{r.school_id}" if r.school_id else dist_id, "", "")
+                for r in section_rows
+            ),
+        )
+        write(
+            "classes",
+            ["sourcedId", "status", "dateLastModified", "title", "grades", "courseSourcedId",
+             "classCode", "classType", "location", "schoolSourcedId", "termSourcedIds",
+             "subjects", "subjectCodes", "periods"],
+            (
+                (f"k{r.id}", "", "", r.name, "", f"c{r.id}", "", "scheduled", r.room,
+                 f"s{r.school_id}" if r.school_id else "",
+                 f"t{r.term_id}" if r.term_id else "", "", "", r.period)
+                for r in section_rows
+            ),
+        )
+        role_names = {"student": "student", "teacher": "teacher", "admin": "administrator"}
+        write(
+            "users",
+            ["sourcedId", "status", "dateLastModified", "enabledUser", "orgSourcedIds", "role",
+             "username", "userIds", "givenName", "familyName", "middleName", "identifier",
+             "email", "sms", "phone", "agentSourcedIds", "grades", "password"],
+            (
+                (f"p{r.id}", "", "", "true", f"s{r.school_id}" if r.school_id else dist_id,
+                 role_names.get(r.role, r.role), r.email or "",
+                 "{StateID:" + r.state_id + "}" if r.state_id else "",
+                 r.given_name, r.family_name, "", r.sis_id, r.email, "", "", "", r.grade, "")
+                for r in conn.execute(
+                    sa.select(people).where(people.c.district_id == ident,
+                                            people.c.status == "active").order_by("id")
+                )
+            ),
+        )
+        active_people = sa.select(people.c.id).where(people.c.district_id == ident,
+                                                      people.c.status == "active")
+        write(
+            "enrollments",
+            ["sourcedId", "status", "dateLastModified", "classSourcedId", "schoolSourcedId",
+             "userSourcedId", "role", "primary", "beginDate", "endDate"],
+            (
+                (f"e{r.id}", "", "", f"k{r.section_id}",
+                 f"s{r.school_id}" if r.school_id else "", f"p{r.person_id}",
+                 "student" if r.role == "student" else "teacher",
+                 "true" if r.role == "owner" else "false",
+                 r.start_at.date().isoformat() if isinstance(r.start_at, datetime) else "", "")
+                for r in conn.execute(
+                    sa.select(enrollments, sections.c.school_id)
+                    .join(sections, sections.c.id == enrollments.c.section_id)
+                    .where(sections.c.district_id == ident, sections.c.status == "active",
+                           enrollments.c.end_at.is_(None),
+                           enrollments.c.person_id.in_(active_people))
+                    .order_by(enrollments.c.id)
+                )
+            ),
+        )
+    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["propertyName", "value"])
+        writer.writerow(["manifest.version", "1.0"])
+        writer.writerow(["oneroster.version", "1.1"])
+        for name in EXPORT_FILES:
+            writer.writerow([f"file.{name}", "bulk" if name in counts else "absent"])
+        writer.writerow(["file.lineItems", "absent"])
+        writer.writerow(["file.categories", "absent"])
+        writer.writerow(["file.results", "absent"])
+        writer.writerow(["source.systemName", "ClassPilot roster service"])
+    return counts

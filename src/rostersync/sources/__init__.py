@@ -1,0 +1,1 @@
+"""Source connectors: each reads one kind of provider and yields a normalised Feed."""

@@ -1,0 +1,1 @@
+"""The canonical store: tables, migrations, connections and bulk reads and writes."""

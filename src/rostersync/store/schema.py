@@ -1,0 +1,234 @@
+"""Tables of the canonical store (SQLAlchemy Core). ``docs/data-model.md`` explains each one.
+
+Canonical ids are integers allocated by the store. History is never deleted: enrollments get an
+end time, and schools, terms, people and sections get the status ``archived``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.DateTime(timezone=True)
+
+districts = sa.Table(
+    "districts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("timezone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("authoritative", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("allow_groups", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("safety_share", sa.Float, nullable=False, server_default="0.1"),
+    sa.Column("safety_floor", sa.Integer, nullable=False, server_default="10"),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("cursor", sa.Text),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+schools = sa.Table(
+    "schools",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(300)),
+    sa.Column("sis_id", sa.String(200)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+terms = sa.Table(
+    "terms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(300)),
+    sa.Column("start_date", sa.String(10)),
+    sa.Column("end_date", sa.String(10)),
+    sa.Column("school_year", sa.String(20)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+people = sa.Table(
+    "people",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("email", sa.String(320)),
+    sa.Column("given_name", sa.String(200)),
+    sa.Column("family_name", sa.String(200)),
+    sa.Column("grade", sa.String(20)),
+    sa.Column("sis_id", sa.String(200)),
+    sa.Column("state_id", sa.String(200)),
+    sa.Column("google_id", sa.String(200)),
+    sa.Column("school_id", sa.Integer),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_people_district_email", "district_id", "email"),
+    sa.Index("ix_people_district_status", "district_id", "status"),
+)
+
+sections = sa.Table(
+    "sections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    sa.Column("school_id", sa.Integer),
+    sa.Column("term_id", sa.Integer),
+    sa.Column("name", sa.String(300)),
+    sa.Column("course", sa.String(300)),
+    sa.Column("period", sa.String(100)),
+    sa.Column("room", sa.String(100)),
+    sa.Column("status", sa.String(16), nullable=False),
+    # The source the section came from; null for a section made locally.
+    sa.Column("source_id", sa.Integer),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("section_id", sa.Integer, nullable=False),
+    sa.Column("person_id", sa.Integer, nullable=False),
+    # student, owner (the section's main teacher) or co-teacher.
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("start_at", TS, nullable=False),
+    sa.Column("end_at", TS),
+    # The source that enrolled the person; null for an enrollment made by hand.
+    sa.Column("source_id", sa.Integer),
+    sa.Index("ix_enrollments_section", "section_id", "end_at"),
+    sa.Index("ix_enrollments_person", "person_id"),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False),
+    sa.Column("owner_id", sa.ForeignKey("people.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("archived_at", TS),
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_id", sa.ForeignKey("groups.id"), primary_key=True),
+    sa.Column("person_id", sa.ForeignKey("people.id"), primary_key=True),
+    sa.Column("added_at", TS, nullable=False),
+)
+
+id_map = sa.Table(
+    "id_map",
+    metadata,
+    sa.Column("district_id", sa.Integer, primary_key=True),
+    sa.Column("entity", sa.String(16), primary_key=True),
+    # "source:<id>" for a source's own ids, or sis, state, google, email.
+    sa.Column("namespace", sa.String(40), primary_key=True),
+    sa.Column("external_id", sa.String(320), primary_key=True),
+    sa.Column("canonical_id", sa.Integer, nullable=False),
+    sa.Index("ix_id_map_canonical", "entity", "canonical_id"),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("entity", sa.String(16), primary_key=True),
+    sa.Column("external_id", sa.String(400), primary_key=True),
+    sa.Column("content_hash", sa.BigInteger, nullable=False),
+    sa.Column("canonical_id", sa.Integer, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_id", sa.ForeignKey("sources.id"), nullable=False, index=True),
+    # cli, schedule, sync-now, approve, ...
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("requested_by", sa.String(320)),
+    # running, succeeded, failed, held, dry-run, discarded
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(16)),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS),
+    sa.Column("counts", sa.JSON),
+    sa.Column("summary", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("problems", sa.JSON),
+    sa.Column("warnings", sa.JSON),
+    sa.Column("held_reasons", sa.JSON),
+    sa.Column("decided_by", sa.String(320)),
+)
+
+run_payloads = sa.Table(
+    "run_payloads",
+    metadata,
+    sa.Column("run_id", sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("entity", sa.String(16), nullable=False),
+    sa.Column("canonical_id", sa.Integer, nullable=False),
+    # create, update, archive, restore, attach, end
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("before", sa.Text),
+    sa.Column("after", sa.Text),
+    sa.Index("ix_changes_run", "run_id", "entity"),
+)
+
+sightings = sa.Table(
+    "sightings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False),
+    sa.Column("person_id", sa.Integer, nullable=False, index=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("google_id", sa.String(200)),
+    sa.Column("name", sa.String(300)),
+    sa.Column("device", sa.String(200)),
+    sa.Column("seen_at", TS, nullable=False),
+)
+
+#: The canonical table of each entity.
+ENTITY_TABLES: dict[str, sa.Table] = {
+    "school": schools,
+    "term": terms,
+    "person": people,
+    "section": sections,
+    "enrollment": enrollments,
+}

@@ -1,0 +1,1 @@
+"""The sync engine: fetch → stage → diff → resolve → check → apply, one module per stage."""

@@ -1,0 +1,158 @@
+"""Apply: write one run's plan — records, snapshot, id map and change log — in the caller's
+transaction. This is the only code that writes roster records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import polars as pl
+import sqlalchemy as sa
+
+from rostersync.domain.feed import Entity
+from rostersync.store import bulk
+from rostersync.store.schema import ENTITY_TABLES
+from rostersync.sync.resolve import CANONICAL, EntityPlan, source_namespace
+
+logger = logging.getLogger(__name__)
+
+Checkpoint = Callable[[str], None]
+"""Called between the writes of a run with the step's name; tests use it to inject faults."""
+
+
+def no_checkpoint(step: str) -> None:
+    return None
+
+
+def timestamp(conn: sa.Connection, moment: datetime) -> str:
+    """A UTC time as the store keeps it on this database."""
+    text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return text if bulk.dialect(conn) == "sqlite" else text + "+00:00"
+
+
+def write_changes(conn: sa.Connection, run_id: int, plans: Sequence[EntityPlan]) -> int:
+    """Record every change of the plans against the run."""
+    frames = [p.changes for p in plans if p.changes.height]
+    if not frames:
+        return 0
+    frame = pl.concat(frames).with_columns(pl.lit(run_id).alias("run_id"))
+    return bulk.insert(
+        conn, "changes", frame.select("run_id", "entity", "canonical_id", "action", "before",
+                                      "after")
+    )
+
+
+def apply(
+    conn: sa.Connection,
+    plans: Sequence[EntityPlan],
+    *,
+    district_id: int,
+    source_id: int,
+    run_id: int,
+    now: datetime,
+    checkpoint: Checkpoint = no_checkpoint,
+) -> None:
+    """Write every plan in entity order, then the change log."""
+    stamp = timestamp(conn, now)
+    for plan in plans:
+        _apply_entity(conn, plan, district_id, source_id, stamp)
+        checkpoint(f"apply:{plan.entity}")
+        logger.info(
+            "Run %s applied %s: %s created, %s updated, %s removed.",
+            run_id, plan.entity, plan.create.height, plan.update.height, plan.remove.len(),
+        )
+    write_changes(conn, run_id, plans)
+    checkpoint("apply:changes")
+
+
+def _apply_entity(
+    conn: sa.Connection, plan: EntityPlan, district_id: int, source_id: int, stamp: str
+) -> None:
+    entity: Entity = plan.entity
+    table = ENTITY_TABLES[entity].name
+    columns = CANONICAL[entity]
+
+    if entity == "enrollment":
+        bulk.insert(
+            conn,
+            table,
+            plan.create.select(
+                "id", *columns,
+                pl.lit(stamp).alias("start_at"),
+                pl.lit(source_id).alias("source_id"),
+            ),
+        )
+        bulk.update(
+            conn, table, "id",
+            plan.update.select("id", "role", pl.lit(source_id).alias("source_id")),
+        )
+        bulk.update(
+            conn, table, "id",
+            plan.remove.to_frame("id").select("id", pl.lit(stamp).alias("end_at")),
+        )
+    else:
+        extra = [pl.lit(source_id).alias("source_id")] if entity == "section" else []
+        bulk.insert(
+            conn,
+            table,
+            plan.create.select(
+                "id",
+                pl.lit(district_id).alias("district_id"),
+                *columns,
+                *extra,
+                pl.lit("active").alias("status"),
+                pl.lit(stamp).alias("created_at"),
+                pl.lit(stamp).alias("updated_at"),
+            ),
+        )
+        bulk.update(
+            conn, table, "id",
+            plan.update.select("id", *columns, *extra, "status",
+                               pl.lit(stamp).alias("updated_at")),
+        )
+        bulk.update(
+            conn, table, "id",
+            plan.remove.to_frame("id").select(
+                "id", pl.lit("archived").alias("status"), pl.lit(stamp).alias("updated_at")
+            ),
+        )
+
+    # Snapshot: drop what is gone and what is rewritten, then write the rewritten rows.
+    drop = plan.snapshot_delete
+    if drop.len():
+        bulk.delete(
+            conn,
+            "snapshots",
+            drop.to_frame("external_id").select(
+                pl.lit(source_id).alias("source_id"),
+                pl.lit(entity).alias("entity"),
+                "external_id",
+            ),
+        )
+    bulk.insert(
+        conn,
+        "snapshots",
+        plan.snapshot_upsert.sort("ext_id").select(
+            pl.lit(source_id).alias("source_id"),
+            pl.lit(entity).alias("entity"),
+            pl.col("ext_id").alias("external_id"),
+            pl.col("hash").alias("content_hash"),
+            "canonical_id",
+        ),
+    )
+    bulk.insert(
+        conn,
+        "id_map",
+        plan.id_map_add.sort("namespace", "external_id").select(
+            pl.lit(district_id).alias("district_id"),
+            pl.lit(entity).alias("entity"),
+            "namespace",
+            "external_id",
+            "canonical_id",
+        ),
+    )
+
+
+__all__ = ["Checkpoint", "apply", "no_checkpoint", "source_namespace", "write_changes"]
