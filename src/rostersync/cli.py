@@ -59,8 +59,12 @@ def _user_errors() -> Iterator[None]:
 
 
 @click.group()
-@click.option("--database-url", envvar="ROSTERSYNC_DATABASE_URL", default=None,
-              help="SQLAlchemy URL of the store (default: rostersync.sqlite here).")
+@click.option(
+    "--database-url",
+    envvar="ROSTERSYNC_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL of the store (default: rostersync.sqlite here).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="rostersync")
 @click.pass_context
@@ -81,6 +85,7 @@ def init(obj: Context) -> None:
 
 
 # Districts ------------------------------------------------------------------------------------
+
 
 @main.group()
 def district() -> None:
@@ -113,19 +118,32 @@ def district_list(obj: Context, as_json: bool) -> None:
         _print_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['name']}  tz={row['timezone']}  authoritative={row['authoritative']}  "
-                   f"safety={row['safety_share']:.0%}/{row['safety_floor']}")
+        click.echo(
+            f"{row['name']}  tz={row['timezone']}  authoritative={row['authoritative']}  "
+            f"safety={row['safety_share']:.0%}/{row['safety_floor']}"
+        )
 
 
 @district.command("set")
 @click.argument("name")
-@click.option("--authoritative/--not-authoritative", default=None,
-              help="Whether sources may end enrollments they no longer list.")
+@click.option(
+    "--authoritative/--not-authoritative",
+    default=None,
+    help="Whether sources may end enrollments they no longer list.",
+)
 @click.option("--allow-groups/--no-groups", default=None, help="Allow teacher groups.")
-@click.option("--safety-share", type=float, default=None,
-              help="Hold a run that removes or changes more than this share (0-1).")
-@click.option("--safety-floor", type=int, default=None,
-              help="…but always allow this many removals or changes.")
+@click.option(
+    "--safety-share",
+    type=float,
+    default=None,
+    help="Hold a run that removes or changes more than this share (0-1).",
+)
+@click.option(
+    "--safety-floor",
+    type=int,
+    default=None,
+    help="…but always allow this many removals or changes.",
+)
 @click.option("--timezone", default=None)
 @click.pass_obj
 def district_set(obj: Context, name: str, **options: Any) -> None:
@@ -137,6 +155,7 @@ def district_set(obj: Context, name: str, **options: Any) -> None:
 
 
 # Sources --------------------------------------------------------------------------------------
+
 
 def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
@@ -157,12 +176,18 @@ def source() -> None:
 @click.argument("name")
 @click.option("--district", "district_name", required=True)
 @click.option("--kind", required=True, help="csv or oneroster-csv.")
-@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="A setting of the source, e.g. path=/data/export.zip.")
+@click.option(
+    "--set",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the source, e.g. path=/data/export.zip.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def source_add(obj: Context, name: str, district_name: str, kind: str, pairs: tuple[str, ...],
-               as_json: bool) -> None:
+def source_add(
+    obj: Context, name: str, district_name: str, kind: str, pairs: tuple[str, ...], as_json: bool
+) -> None:
     """Connect a source to a district."""
     with _user_errors():
         ident = service.add_source(obj.engine, name, district_name, kind, _settings(pairs))
@@ -199,6 +224,7 @@ def source_list(obj: Context, as_json: bool) -> None:
 
 # Sync -----------------------------------------------------------------------------------------
 
+
 def _progress_bar() -> tuple[Callable[[str, dict[str, int]], None], Callable[[], None]]:
     """A live status line on a terminal; nothing when output is redirected."""
     if not sys.stderr.isatty():
@@ -225,8 +251,10 @@ def _summary(result: sync_engine.RunResult) -> None:
     for reason in result.held_reasons:
         click.echo(f"  held: {reason}")
     if result.held_reasons and result.status == "held":
-        click.echo(f"  Review it, then `rostersync sync SOURCE --approve {result.run_id}` or "
-                   f"`--discard {result.run_id}`.")
+        click.echo(
+            f"  Review it, then `rostersync sync SOURCE --approve {result.run_id}` or "
+            f"`--discard {result.run_id}`."
+        )
     if result.error:
         click.echo(f"  error: {result.error}")
     for problem in result.problems[:50]:
@@ -245,8 +273,15 @@ def _summary(result: sync_engine.RunResult) -> None:
 @click.option("--by", "by", default=None, help="Who approves or discards (for the log).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def sync(obj: Context, source_name: str, dry_run: bool, approve_run: int | None,
-         discard_run: int | None, by: str | None, as_json: bool) -> None:
+def sync(
+    obj: Context,
+    source_name: str,
+    dry_run: bool,
+    approve_run: int | None,
+    discard_run: int | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
     """Sync a source now. Exit 0 on success or dry run, 2 when held, 1 when failed."""
     progress, stop = _progress_bar() if not as_json else (sync_engine.no_progress, lambda: None)
     try:
@@ -256,8 +291,9 @@ def sync(obj: Context, source_name: str, dry_run: bool, approve_run: int | None,
             elif discard_run is not None:
                 result = sync_engine.discard(obj.engine, discard_run, by=by)
             else:
-                result = sync_engine.sync(obj.engine, source_name, dry_run=dry_run,
-                                          progress=progress)
+                result = sync_engine.sync(
+                    obj.engine, source_name, dry_run=dry_run, progress=progress
+                )
     finally:
         stop()
     if as_json:
@@ -282,8 +318,10 @@ def runs(obj: Context, source_name: str, limit: int, as_json: bool) -> None:
     for row in rows:
         summary = row["summary"] or {}
         total = sum(sum(v.values()) for v in summary.values())
-        click.echo(f"{row['id']:>6}  {row['started_at']:%Y-%m-%d %H:%M}  {row['trigger']:<10} "
-                   f"{row['status']:<10} {total:>8} change(s)  {row['error'] or ''}")
+        click.echo(
+            f"{row['id']:>6}  {row['started_at']:%Y-%m-%d %H:%M}  {row['trigger']:<10} "
+            f"{row['status']:<10} {total:>8} change(s)  {row['error'] or ''}"
+        )
 
 
 @main.command()
@@ -300,8 +338,10 @@ def changes(obj: Context, run_id: int, entity: str | None, limit: int, as_json: 
         _print_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['entity']:<10} {row['canonical_id']:>8} {row['action']:<8} "
-                   f"{row['before'] or ''} → {row['after'] or ''}")
+        click.echo(
+            f"{row['entity']:<10} {row['canonical_id']:>8} {row['action']:<8} "
+            f"{row['before'] or ''} → {row['after'] or ''}"
+        )
 
 
 @main.command()
@@ -312,12 +352,20 @@ def changes(obj: Context, run_id: int, entity: str | None, limit: int, as_json: 
 @click.option("--device", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def sighting(obj: Context, district_name: str, email: str | None, google_id: str | None,
-             name: str | None, device: str | None, as_json: bool) -> None:
+def sighting(
+    obj: Context,
+    district_name: str,
+    email: str | None,
+    google_id: str | None,
+    name: str | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
     """Record that the browser extension saw a student."""
     with _user_errors():
-        result = service.record_sighting(obj.engine, district_name, email=email,
-                                         google_id=google_id, name=name, device=device)
+        result = service.record_sighting(
+            obj.engine, district_name, email=email, google_id=google_id, name=name, device=device
+        )
     if as_json:
         _print_json(result)
     else:
@@ -337,6 +385,71 @@ def export(obj: Context, district_name: str, out: Path, as_json: bool) -> None:
         _print_json({"out": str(out), "files": counts})
     else:
         click.echo(f"Wrote {out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where to write the demo files.",
+)
+@click.pass_context
+def demo(ctx: click.Context, folder: Path) -> None:
+    """Build a demo district on a fresh SQLite store and sync it, showing each step."""
+    from rostersync import demo as demo_data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    database = folder / "demo.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    obj: Context = ctx.obj
+    obj.url = obj.url or f"sqlite:///{database}"
+    engine = obj.engine
+    demo_data.write_oneroster(folder / "sis-day1")
+    demo_data.write_oneroster(folder / "sis-day2", day=2)
+    demo_data.write_clubs_csv(folder / "clubs.csv")
+
+    def step(title: str) -> None:
+        click.secho(f"\n== {title}", bold=True)
+
+    with _user_errors():
+        service.add_district(engine, "Lincoln Unified", "America/Chicago")
+        service.add_source(
+            engine, "sis", "Lincoln Unified", "oneroster-csv", {"path": str(folder / "sis-day1")}
+        )
+        service.add_source(
+            engine, "clubs", "Lincoln Unified", "csv", {"path": str(folder / "clubs.csv")}
+        )
+        step("The extension sees a student no roster names yet")
+        click.echo(
+            service.record_sighting(
+                engine,
+                "Lincoln Unified",
+                email="visitor@lincoln.example.org",
+                name="Vera Visitor",
+                device="chromebook-17",
+            )
+        )
+        step("First import of the SIS export (OneRoster 1.1 CSV)")
+        _summary(sync_engine.sync(engine, "sis"))
+        step("The same export again: nothing changes")
+        _summary(sync_engine.sync(engine, "sis"))
+        step("The clubs sheet (simple CSV): known students are matched, the visitor is attached")
+        _summary(sync_engine.sync(engine, "clubs"))
+        step("Day two: one student withdrawn, one new, one class renamed (dry run first)")
+        service.update_source(engine, "sis", {"path": str(folder / "sis-day2")})
+        _summary(sync_engine.sync(engine, "sis", dry_run=True))
+        _summary(sync_engine.sync(engine, "sis"))
+        step("Export of the canonical roster (OneRoster 1.1 CSV)")
+        counts = service.export_oneroster(engine, "Lincoln Unified", folder / "export")
+        click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
+    click.echo(
+        f"\nThe demo store is {database}; try `rostersync --database-url "
+        f"sqlite:///{database} runs sis`."
+    )
 
 
 if __name__ == "__main__":

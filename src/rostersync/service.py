@@ -47,6 +47,7 @@ def open_store(url: str | None = None, *, migrate: bool = True) -> sa.Engine:
 
 # Districts ----------------------------------------------------------------------------------
 
+
 def add_district(engine: sa.Engine, name: str, timezone: str = "UTC") -> int:
     try:
         zoneinfo.ZoneInfo(timezone)
@@ -68,8 +69,9 @@ def add_district(engine: sa.Engine, name: str, timezone: str = "UTC") -> int:
 def district_id(conn: sa.Connection, name: str) -> int:
     found = conn.execute(sa.select(districts.c.id).where(districts.c.name == name)).scalar()
     if found is None:
-        raise NotFound(f"There is no district named {name!r}. Add it with `rostersync district "
-                       "add`.")
+        raise NotFound(
+            f"There is no district named {name!r}. Add it with `rostersync district add`."
+        )
     return int(found)
 
 
@@ -90,6 +92,7 @@ def list_districts(engine: sa.Engine) -> list[dict[str, Any]]:
 
 # Sources ------------------------------------------------------------------------------------
 
+
 def add_source(
     engine: sa.Engine, name: str, district: str, kind: str, config: Mapping[str, str]
 ) -> int:
@@ -100,7 +103,10 @@ def add_source(
             raise ConfigError(f"A source named {name!r} already exists.")
         result = conn.execute(
             sources.insert().values(
-                district_id=ident, name=name, kind=kind, config=dict(config),
+                district_id=ident,
+                name=name,
+                kind=kind,
+                config=dict(config),
                 created_at=datetime.now(UTC),
             )
         )
@@ -143,8 +149,7 @@ def list_runs(engine: sa.Engine, source: str, limit: int = 50) -> list[dict[str,
         if ident is None:
             raise NotFound(f"There is no source named {source!r}.")
         rows = conn.execute(
-            sa.select(runs).where(runs.c.source_id == ident).order_by(runs.c.id.desc())
-            .limit(limit)
+            sa.select(runs).where(runs.c.source_id == ident).order_by(runs.c.id.desc()).limit(limit)
         )
         return [dict(r._mapping) for r in rows]
 
@@ -160,6 +165,7 @@ def run_changes(
 
 
 # Sightings ----------------------------------------------------------------------------------
+
 
 def record_sighting(
     engine: sa.Engine,
@@ -190,8 +196,10 @@ def record_sighting(
             if value and person_id is None:
                 person_id = conn.execute(
                     sa.select(id_map.c.canonical_id).where(
-                        id_map.c.district_id == ident, id_map.c.entity == "person",
-                        id_map.c.namespace == namespace, id_map.c.external_id == value,
+                        id_map.c.district_id == ident,
+                        id_map.c.entity == "person",
+                        id_map.c.namespace == namespace,
+                        id_map.c.external_id == value,
                     )
                 ).scalar()
         created = False
@@ -202,29 +210,50 @@ def record_sighting(
                 given, family = family, ""
             conn.execute(
                 people.insert().values(
-                    id=person_id, district_id=ident, role="student", email=email,
-                    given_name=given or None, family_name=family or None,
-                    google_id=google_id, status="pending", created_at=now, updated_at=now,
+                    id=person_id,
+                    district_id=ident,
+                    role="student",
+                    email=email,
+                    given_name=given or None,
+                    family_name=family or None,
+                    google_id=google_id,
+                    status="pending",
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             created = True
         for namespace, value in (("google", google_id), ("email", email)):
-            if value and conn.execute(
-                sa.select(id_map.c.canonical_id).where(
-                    id_map.c.district_id == ident, id_map.c.entity == "person",
-                    id_map.c.namespace == namespace, id_map.c.external_id == value,
-                )
-            ).first() is None:
+            if (
+                value
+                and conn.execute(
+                    sa.select(id_map.c.canonical_id).where(
+                        id_map.c.district_id == ident,
+                        id_map.c.entity == "person",
+                        id_map.c.namespace == namespace,
+                        id_map.c.external_id == value,
+                    )
+                ).first()
+                is None
+            ):
                 conn.execute(
                     id_map.insert().values(
-                        district_id=ident, entity="person", namespace=namespace,
-                        external_id=value, canonical_id=person_id,
+                        district_id=ident,
+                        entity="person",
+                        namespace=namespace,
+                        external_id=value,
+                        canonical_id=person_id,
                     )
                 )
         conn.execute(
             sightings.insert().values(
-                district_id=ident, person_id=person_id, email=email, google_id=google_id,
-                name=name, device=device, seen_at=now,
+                district_id=ident,
+                person_id=person_id,
+                email=email,
+                google_id=google_id,
+                name=name,
+                device=device,
+                seen_at=now,
             )
         )
         status = conn.execute(
@@ -240,8 +269,15 @@ def record_sighting(
 
 # Export -------------------------------------------------------------------------------------
 
-EXPORT_FILES = ("orgs", "academicSessions", "courses", "classes", "users", "enrollments",
-                "demographics")
+EXPORT_FILES = (
+    "orgs",
+    "academicSessions",
+    "courses",
+    "classes",
+    "users",
+    "enrollments",
+    "demographics",
+)
 
 
 def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, int]:
@@ -270,91 +306,210 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         dist_id = f"d{ident}"
         write(
             "orgs",
-            ["sourcedId", "status", "dateLastModified", "name", "type", "identifier",
-             "parentSourcedId"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "name",
+                "type",
+                "identifier",
+                "parentSourcedId",
+            ],
             [(dist_id, "", "", district_name, "district", "", "")]
             + [
                 (f"s{r.id}", "", "", r.name, "school", r.sis_id, dist_id)
                 for r in conn.execute(
-                    sa.select(schools).where(schools.c.district_id == ident,
-                                             schools.c.status == "active").order_by("id")
+                    sa.select(schools)
+                    .where(schools.c.district_id == ident, schools.c.status == "active")
+                    .order_by("id")
                 )
             ],
         )
         write(
             "academicSessions",
-            ["sourcedId", "status", "dateLastModified", "title", "type", "startDate", "endDate",
-             "parentSourcedId", "schoolYear"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "title",
+                "type",
+                "startDate",
+                "endDate",
+                "parentSourcedId",
+                "schoolYear",
+            ],
             (
-                (f"t{r.id}", "", "", r.name, "term", r.start_date, r.end_date, "",
-                 r.school_year)
+                (f"t{r.id}", "", "", r.name, "term", r.start_date, r.end_date, "", r.school_year)
                 for r in conn.execute(
-                    sa.select(terms).where(terms.c.district_id == ident,
-                                           terms.c.status == "active").order_by("id")
+                    sa.select(terms)
+                    .where(terms.c.district_id == ident, terms.c.status == "active")
+                    .order_by("id")
                 )
             ),
         )
         section_rows = conn.execute(
-            sa.select(sections).where(sections.c.district_id == ident,
-                                      sections.c.status == "active").order_by("id")
+            sa.select(sections)
+            .where(sections.c.district_id == ident, sections.c.status == "active")
+            .order_by("id")
         ).all()
         write(
             "courses",
-            ["sourcedId", "status", "dateLastModified", "schoolYearSourcedId", "title",
-             "courseCode", "grades", "orgSourcedId", "subjects", "subjectCodes"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "schoolYearSourcedId",
+                "title",
+                "courseCode",
+                "grades",
+                "orgSourcedId",
+                "subjects",
+                "subjectCodes",
+            ],
             (
-                (f"c{r.id}", "", "", "", r.course or r.name, "", "",
-                 f"s{r.school_id}" if r.school_id else dist_id, "", "")
+                (
+                    f"c{r.id}",
+                    "",
+                    "",
+                    "",
+                    r.course or r.name,
+                    "",
+                    "",
+                    f"s{r.school_id}" if r.school_id else dist_id,
+                    "",
+                    "",
+                )
                 for r in section_rows
             ),
         )
         write(
             "classes",
-            ["sourcedId", "status", "dateLastModified", "title", "grades", "courseSourcedId",
-             "classCode", "classType", "location", "schoolSourcedId", "termSourcedIds",
-             "subjects", "subjectCodes", "periods"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "title",
+                "grades",
+                "courseSourcedId",
+                "classCode",
+                "classType",
+                "location",
+                "schoolSourcedId",
+                "termSourcedIds",
+                "subjects",
+                "subjectCodes",
+                "periods",
+            ],
             (
-                (f"k{r.id}", "", "", r.name, "", f"c{r.id}", "", "scheduled", r.room,
-                 f"s{r.school_id}" if r.school_id else "",
-                 f"t{r.term_id}" if r.term_id else "", "", "", r.period)
+                (
+                    f"k{r.id}",
+                    "",
+                    "",
+                    r.name,
+                    "",
+                    f"c{r.id}",
+                    "",
+                    "scheduled",
+                    r.room,
+                    f"s{r.school_id}" if r.school_id else "",
+                    f"t{r.term_id}" if r.term_id else "",
+                    "",
+                    "",
+                    r.period,
+                )
                 for r in section_rows
             ),
         )
         role_names = {"student": "student", "teacher": "teacher", "admin": "administrator"}
         write(
             "users",
-            ["sourcedId", "status", "dateLastModified", "enabledUser", "orgSourcedIds", "role",
-             "username", "userIds", "givenName", "familyName", "middleName", "identifier",
-             "email", "sms", "phone", "agentSourcedIds", "grades", "password"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "enabledUser",
+                "orgSourcedIds",
+                "role",
+                "username",
+                "userIds",
+                "givenName",
+                "familyName",
+                "middleName",
+                "identifier",
+                "email",
+                "sms",
+                "phone",
+                "agentSourcedIds",
+                "grades",
+                "password",
+            ],
             (
-                (f"p{r.id}", "", "", "true", f"s{r.school_id}" if r.school_id else dist_id,
-                 role_names.get(r.role, r.role), r.email or "",
-                 "{StateID:" + r.state_id + "}" if r.state_id else "",
-                 r.given_name, r.family_name, "", r.sis_id, r.email, "", "", "", r.grade, "")
+                (
+                    f"p{r.id}",
+                    "",
+                    "",
+                    "true",
+                    f"s{r.school_id}" if r.school_id else dist_id,
+                    role_names.get(r.role, r.role),
+                    r.email or "",
+                    "{StateID:" + r.state_id + "}" if r.state_id else "",
+                    r.given_name,
+                    r.family_name,
+                    "",
+                    r.sis_id,
+                    r.email,
+                    "",
+                    "",
+                    "",
+                    r.grade,
+                    "",
+                )
                 for r in conn.execute(
-                    sa.select(people).where(people.c.district_id == ident,
-                                            people.c.status == "active").order_by("id")
+                    sa.select(people)
+                    .where(people.c.district_id == ident, people.c.status == "active")
+                    .order_by("id")
                 )
             ),
         )
-        active_people = sa.select(people.c.id).where(people.c.district_id == ident,
-                                                      people.c.status == "active")
+        active_people = sa.select(people.c.id).where(
+            people.c.district_id == ident, people.c.status == "active"
+        )
         write(
             "enrollments",
-            ["sourcedId", "status", "dateLastModified", "classSourcedId", "schoolSourcedId",
-             "userSourcedId", "role", "primary", "beginDate", "endDate"],
+            [
+                "sourcedId",
+                "status",
+                "dateLastModified",
+                "classSourcedId",
+                "schoolSourcedId",
+                "userSourcedId",
+                "role",
+                "primary",
+                "beginDate",
+                "endDate",
+            ],
             (
-                (f"e{r.id}", "", "", f"k{r.section_id}",
-                 f"s{r.school_id}" if r.school_id else "", f"p{r.person_id}",
-                 "student" if r.role == "student" else "teacher",
-                 "true" if r.role == "owner" else "false",
-                 r.start_at.date().isoformat() if isinstance(r.start_at, datetime) else "", "")
+                (
+                    f"e{r.id}",
+                    "",
+                    "",
+                    f"k{r.section_id}",
+                    f"s{r.school_id}" if r.school_id else "",
+                    f"p{r.person_id}",
+                    "student" if r.role == "student" else "teacher",
+                    "true" if r.role == "owner" else "false",
+                    r.start_at.date().isoformat() if isinstance(r.start_at, datetime) else "",
+                    "",
+                )
                 for r in conn.execute(
                     sa.select(enrollments, sections.c.school_id)
                     .join(sections, sections.c.id == enrollments.c.section_id)
-                    .where(sections.c.district_id == ident, sections.c.status == "active",
-                           enrollments.c.end_at.is_(None),
-                           enrollments.c.person_id.in_(active_people))
+                    .where(
+                        sections.c.district_id == ident,
+                        sections.c.status == "active",
+                        enrollments.c.end_at.is_(None),
+                        enrollments.c.person_id.in_(active_people),
+                    )
                     .order_by(enrollments.c.id)
                 )
             ),

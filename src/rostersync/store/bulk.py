@@ -60,9 +60,7 @@ def _copy_in(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
     cursor.close()
 
 
-def update(
-    conn: sa.Connection, table: str, key: str | Sequence[str], frame: pl.DataFrame
-) -> int:
+def update(conn: sa.Connection, table: str, key: str | Sequence[str], frame: pl.DataFrame) -> int:
     """Set the frame's non-key columns on the rows whose ``key`` column(s) match."""
     if frame.height == 0:
         return 0
@@ -150,8 +148,10 @@ def _read_pg(
     from psycopg import sql as pgsql
 
     raw = _raw(conn)
-    bound = sa.text(sql).bindparams(**params).compile(
-        dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+    bound = (
+        sa.text(sql)
+        .bindparams(**params)
+        .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
     )
     query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pgsql.SQL(str(bound)))
     buffer = io.BytesIO()
@@ -163,9 +163,7 @@ def _read_pg(
     buffer.seek(0)
     text_schema = {name: pl.Utf8() for name in schema}
     frame = pl.read_csv(buffer, has_header=False, schema=text_schema)
-    return frame.with_columns(
-        [_parse(name, dtype) for name, dtype in schema.items()]
-    )
+    return frame.with_columns([_parse(name, dtype) for name, dtype in schema.items()])
 
 
 def _parse(name: str, dtype: pl.DataType) -> pl.Expr:

@@ -20,7 +20,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The database URL: the argument, else ``ROSTERSYNC_DATABASE_URL``, else a local SQLite file."""
+    """The database URL: the argument, else ROSTERSYNC_DATABASE_URL, else a local SQLite file."""
     url = url or os.environ.get("ROSTERSYNC_DATABASE_URL") or DEFAULT_URL
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
