@@ -400,6 +400,24 @@ def test_stray_trailing_empty_fields_are_ignored(tmp_path: Path) -> None:
     ]
 
 
+def test_enrollment_vocabulary_is_read_in_any_case_and_spacing(tmp_path: Path) -> None:
+    enrollments = (
+        ENROLLMENTS.replace("t1,teacher,true", "t1, Teacher ,TRUE")
+        .replace("u1,student,false", "u1,STUDENT,false")
+        .replace("e4,,,", "e4, Active ,,")
+    )
+    feed = fetch(write_export(tmp_path / "x", bulk_11(**{"enrollments.csv": enrollments})))
+    roles = {k: v["role"] for k, v in rows(feed.frame("enrollment")).items()}
+    assert (roles["e2"], roles["e3"], roles["e4"]) == ("owner", "student", "owner")
+    assert feed.frame("enrollment").schema["role"] == pl.Utf8()
+
+
+def test_filled_in_field_well_past_the_header_is_an_error(tmp_path: Path) -> None:
+    orgs = ORGS.replace("SCH-200,d1", "SCH-200,d1,,,,late")
+    problems = fetch_problems(write_export(tmp_path / "x", bulk_11(**{"orgs.csv": orgs})))
+    assert [(p.file, p.line, p.record_id) for p in problems] == [("orgs.csv", 4, "s2")]
+
+
 def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path: Path) -> None:
     lines = ENROLLMENTS.splitlines()
     enrollments = "\n".join([*lines, lines[3], lines[3]]) + "\n"

@@ -18,7 +18,7 @@ from typing import Literal
 
 import polars as pl
 
-from rostersync.domain.feed import Entity, Feed, Mode
+from rostersync.domain.feed import ENROLLMENT_ROLES, Entity, Feed, Mode
 from rostersync.errors import ConfigError, InputError, Problem
 from rostersync.sources.base import FetchContext, register
 
@@ -116,6 +116,8 @@ PERSON_ROLES: dict[str, str] = {
 }
 
 _ENTITY_MODE: dict[FileMode, Mode] = {"bulk": "full", "delta": "delta", "absent": "absent"}
+#: An enrollment's role while it is worked out: one byte a row rather than a string.
+_ENROLLMENT_ROLE = pl.Enum(ENROLLMENT_ROLES)
 
 #: Extra columns read past the end of the header, to notice rows with more fields than names.
 _PADDING = 8
@@ -460,23 +462,43 @@ def _read_table(report: _Report, table: str, blob: _Blob) -> _Table | None:
         source = data
 
     used = [c for c in USED_COLUMNS[table] if c in positions]
-    indices = [positions[c] for c in used] + list(range(len(header), len(header) + _PADDING))
-    schema = {f"c{i}": pl.Utf8() for i in range(len(header) + _PADDING)}
+    enums = [c for c in _ENUM_COLUMNS if c in used]
+    plain = [c for c in used if c not in enums]
+    width = len(header) + _PADDING
+    padding = [pl.col(f"c{i}") for i in range(len(header), width)]
+    # Vocabulary columns are held as categories while parsing (a few bytes a row instead of a
+    # string); their own set of categories is freed with the table, whatever a broken file
+    # puts in them.
+    vocabulary = pl.Categorical(pl.Categories.random())
+    columns = [
+        pl.col(f"c{positions[c]}").cast(vocabulary if c in enums else pl.Utf8()).alias(c)
+        for c in used
+    ]
     try:
-        raw_frame = pl.read_csv(
-            source,
-            has_header=False,
-            skip_rows=1,
-            schema=schema,
-            columns=indices,
-            missing_columns="insert",
-            truncate_ragged_lines=True,
-            row_index_name="_row",
-            infer_schema=False,
+        frame = (
+            pl.scan_csv(
+                source,
+                has_header=False,
+                skip_rows=1,
+                schema={f"c{i}": pl.Utf8() for i in range(width)},
+                missing_columns="insert",
+                truncate_ragged_lines=True,
+                row_index_name="_row",
+                infer_schema=False,
+            )
+            .select(
+                "_row",
+                *columns,
+                # Fields past the header only matter as "is any of them filled in": asking that
+                # while parsing keeps eight mostly empty columns out of memory.
+                _extra=pl.any_horizontal([c.str.len_bytes() > 0 for c in padding]).fill_null(False),
+            )
+            .collect(engine="streaming")
         )
     except pl.exceptions.NoDataError:
-        empty = {f"c{i}": pl.Utf8() for i in indices}
-        raw_frame = pl.DataFrame(schema={"_row": pl.UInt32(), **empty})
+        frame = pl.DataFrame(
+            schema={"_row": pl.UInt32(), **{c: pl.Utf8() for c in used}, "_extra": pl.Boolean()}
+        )
     except pl.exceptions.PolarsError as exc:
         if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
             _encoding_problem(report, name, blob.read())
@@ -489,26 +511,20 @@ def _read_table(report: _Report, table: str, blob: _Blob) -> _Table | None:
         return None
     del source
     blob.release()
+    records = frame.height
 
-    padding = [f"_extra{i}" for i in range(_PADDING)]
-    names = [*used, *padding]
-    frame = raw_frame.select(
-        "_row", *[pl.col(f"c{i}").alias(col) for col, i in zip(names, indices, strict=True)]
-    )
-    enums = [c for c in _ENUM_COLUMNS if c in frame.columns]
-    plain = [c for c in names if c not in enums]
     # Quoted empty values ("") come through as empty strings; only columns that have any are
     # rewritten, since rewriting a column of millions of strings is not free.
     has_empty = frame.select((pl.col(plain).str.len_bytes() == 0).any()).row(0)
+    normalised = [_normalise_enum(frame[c]) for c in enums]
     frame = frame.with_columns(
         [_clean(pl.col(c)) for c, empty in zip(plain, has_empty, strict=True) if empty]
-        + [_normalise_enum(frame[c]) for c in enums]
+        + [values for values in normalised if values is not None]
     )
-    frame, _blank = _split(frame, pl.all_horizontal(pl.col(names).is_null()))
-    result = _Table(blob, frame, raw_frame.height)
-    del raw_frame
+    frame, _blank = _split(frame, pl.all_horizontal(pl.col(used).is_null()) & ~pl.col("_extra"))
+    result = _Table(blob, frame, records)
 
-    extra = frame.filter(pl.any_horizontal(pl.col(padding).is_not_null()))
+    extra = frame.filter(pl.col("_extra"))
     if extra.height:
         result.report_rows(
             report,
@@ -517,7 +533,7 @@ def _read_table(report: _Report, table: str, blob: _Blob) -> _Table | None:
             "comma in it was probably not quoted.",
             fix="Quote values that contain commas, or remove the extra fields.",
         )
-    result.frame = frame.drop(padding)
+    result.frame = frame.drop("_extra")
     return result
 
 
@@ -539,11 +555,19 @@ def _clean(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.str.len_bytes() > 0).then(expr)
 
 
-def _normalise_enum(values: pl.Series) -> pl.Series:
+def _normalise_enum(values: pl.Series) -> pl.Series | None:
     """Lower-case and trim a vocabulary column (status, role, type...), through its few
-    distinct values rather than row by row."""
+    distinct values rather than row by row; None when every value is already in that form.
+
+    Leaving such a column alone is worth it: a rewritten column no longer lines up in chunks
+    with the others, and the next filter then copies the whole table to line them up again.
+    The rewritten column is an Enum, which compares with plain strings like the categories.
+    """
     mapping = {v: v.strip().lower() or None for v in values.unique().drop_nulls().to_list()}
-    return values.replace_strict(mapping, default=None, return_dtype=pl.Utf8())
+    if all(raw == value for raw, value in mapping.items()):
+        return None
+    vocabulary = pl.Enum(sorted({v for v in mapping.values() if v is not None}))
+    return values.replace_strict(mapping, default=None, return_dtype=vocabulary)
 
 
 def _header_usable(
@@ -634,6 +658,8 @@ class _Export:
                 records = self._enrollments(records)
             frames[entity] = records
             deleted[entity] = gone
+            # What the feed does not keep of the file can go before the next, larger one.
+            loaded.frame = loaded.frame.clear()
 
         if self.report.problems:
             raise InputError(self.report.problems)
@@ -794,9 +820,10 @@ class _Export:
                 column="sourcedId",
                 fix="Give every row its sourcedId.",
             )
-        repeated = frame.filter(pl.col("sourcedId").is_duplicated())
-        if not repeated.height:
+        # Counting distinct ids is about twice as fast as marking the repeated ones.
+        if frame["sourcedId"].n_unique() == frame.height:
             return frame
+        repeated = frame.filter(pl.col("sourcedId").is_duplicated())
         content = [c for c in frame.columns if c != "_row"]
         copies = repeated.filter(pl.struct(content).is_first_distinct().not_())
         if copies.height:
@@ -948,7 +975,7 @@ class _Export:
         def optional(column: str) -> pl.Expr:
             return pl.col(column) if column in records.columns else pl.lit(None, pl.Utf8())
 
-        role = optional("role")
+        role = optional("role").cast(pl.Utf8())
         org = _first_of("orgSourcedIds") if "orgSourcedIds" in records.columns else pl.lit(None)
         school = pl.coalesce(optional("primaryOrgSourcedId"), org)
         if roles is not None:
@@ -1021,7 +1048,9 @@ class _Export:
         return (
             frame.sort(pl.col("roleType").ne_missing("primary"), pl.col("_row"))
             .unique("userSourcedId", keep="first", maintain_order=True)
-            .select(_user="userSourcedId", _role="role", _org="orgSourcedId")
+            .select(
+                _user="userSourcedId", _role=pl.col("role").cast(pl.Utf8()), _org="orgSourcedId"
+            )
         )
 
     def _enrollments(self, records: pl.DataFrame) -> pl.DataFrame:
@@ -1031,11 +1060,11 @@ class _Export:
         )
         records = records.with_columns(
             _role=pl.when(role == "student")
-            .then(pl.lit("student"))
+            .then(pl.lit("student", _ENROLLMENT_ROLE))
             .when((role == "teacher") & primary)
-            .then(pl.lit("owner"))
+            .then(pl.lit("owner", _ENROLLMENT_ROLE))
             .when(role.is_in(["teacher", "aide"]))
-            .then(pl.lit("co-teacher")),
+            .then(pl.lit("co-teacher", _ENROLLMENT_ROLE)),
             _teacher=role == "teacher",
         )
         records, skipped = _split(records, pl.col("_role").is_null())
@@ -1053,7 +1082,7 @@ class _Export:
             ext_id="sourcedId",
             section_ext_id="classSourcedId",
             person_ext_id="userSourcedId",
-            role="_role",
+            role=pl.col("_role").cast(pl.Utf8()),
         )
 
 
@@ -1063,24 +1092,29 @@ def _promote_first_teachers(records: pl.DataFrame) -> pl.DataFrame:
     A complete enrollments file is needed to know that no teacher of a section is primary, so
     this only runs for bulk files.
     """
-    teachers = records.filter(pl.col("_teacher"))
     without_owner = (
-        teachers.group_by("classSourcedId")
+        records.lazy()
+        .filter(pl.col("_teacher"))
+        .group_by("classSourcedId")
         .agg(owned=(pl.col("_role") == "owner").any(), first=pl.col("_row").min())
         .filter(pl.col("owned").not_())
+        .collect()
     )
     if not without_owner.height:
         return records
     promoted = without_owner["first"].implode()
     return records.with_columns(
-        _role=pl.when(pl.col("_row").is_in(promoted)).then(pl.lit("owner")).otherwise("_role")
+        _role=pl.when(pl.col("_row").is_in(promoted))
+        .then(pl.lit("owner", _ENROLLMENT_ROLE))
+        .otherwise("_role")
     )
 
 
 def _first_of(column: str) -> pl.Expr:
     """The first entry of a comma-separated list column, trimmed."""
-    first = pl.col(column).str.split(",").list.first().str.strip_chars()
-    return pl.when(first != "").then(first)
+    # Not when/then: that can regroup the column's chunks, and a frame whose columns are
+    # chunked differently is copied whole by the next select.
+    return pl.col(column).str.split(",").list.first().str.strip_chars().replace("", None)
 
 
 def _user_id_pattern(kind: str) -> str:

@@ -142,6 +142,38 @@ def read(
     return pl.concat(parts, rechunk=True)
 
 
+def read_committed(
+    conn: sa.Connection, sql: str, params: dict[str, Any], schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    """Like :func:`read`, for large reads of data this transaction has not written yet.
+
+    On a SQLite file the rows come through a second, read-only connection of the ADBC driver,
+    which hands over Arrow columns instead of one Python tuple per row (several times faster
+    for millions of rows). It sees the last committed state: the caller must not have written
+    the rows it reads in its own transaction — the sync engine reads snapshots before it
+    writes anything, under the write lock, so both views are the same.
+    """
+    path = conn.engine.url.database if dialect(conn) == "sqlite" else None
+    if not path or path == ":memory:":
+        return read(conn, sql, params, schema)
+    import adbc_driver_sqlite.dbapi as adbc
+
+    names = list(params)
+    positional = sql
+    for name in sorted(names, key=len, reverse=True):
+        positional = positional.replace(f":{name}", "?")
+    order = sorted(names, key=lambda n: sql.index(f":{n}"))
+    with adbc.connect(f"file:{path}?mode=ro") as reader, reader.cursor() as cursor:
+        cursor.execute(positional, [params[n] for n in order])
+        table = cursor.fetch_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height == 0:
+        return pl.DataFrame(schema=schema)
+    frame.columns = list(schema)
+    return frame.cast(schema)  # type: ignore[arg-type]
+
+
 def _read_pg(
     conn: sa.Connection, sql: str, params: dict[str, Any], schema: dict[str, pl.DataType]
 ) -> pl.DataFrame:

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from rostersync.errors import ConfigError
 
@@ -17,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///rostersync.sqlite"
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration; a store at this revision needs no migration run (and no Alembic import).
+HEAD_REVISION = "0001"
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -42,14 +42,31 @@ def make_engine(url: str | None = None) -> sa.Engine:
     )
 
 
+_DEFERRED = "rostersync.deferred"
+
+
+class _SQLiteConnection(sa.Connection):
+    """A connection whose implicit transactions (a read through ``engine.connect()``) begin
+    deferred, while explicit ones (``engine.begin()``, ``conn.begin()``) take the write lock at
+    once. Readers then never wait behind a sync that holds the lock for minutes, and a writer
+    never fails half-way because another process wrote between its read and its write."""
+
+    def _autobegin(self) -> None:
+        self.info[_DEFERRED] = True
+        try:
+            super()._autobegin()
+        finally:
+            self.info.pop(_DEFERRED, None)
+
+
 def _sqlite_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(url, connect_args={"timeout": 60})
+    engine._connection_cls = _SQLiteConnection
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide when a transaction begins, so that a write
-        # transaction takes the database lock at its start (BEGIN IMMEDIATE) instead of failing
-        # half-way when another process writes.
+        # Let SQLAlchemy, not the driver, decide when a transaction begins (see
+        # _SQLiteConnection for which transactions take the write lock at once).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -61,12 +78,15 @@ def _sqlite_engine(url: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = connection.info.get(_DEFERRED, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
 
 
-def alembic_config(engine: sa.Engine) -> Config:
+def alembic_config(engine: sa.Engine) -> Any:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -75,7 +95,18 @@ def alembic_config(engine: sa.Engine) -> Config:
 
 def migrate(engine: sa.Engine) -> None:
     """Bring the database schema up to date (idempotent)."""
+    if current_revision(engine) == HEAD_REVISION:
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def is_migrated(engine: sa.Engine) -> bool:

@@ -125,6 +125,13 @@ enrollments = sa.Table(
     sa.Column("source_id", sa.Integer),
     sa.Index("ix_enrollments_section", "section_id", "end_at"),
     sa.Index("ix_enrollments_person", "person_id"),
+    # The current hand-made enrollments: few, and looked up on every sync.
+    sa.Index(
+        "ix_enrollments_manual",
+        "section_id",
+        sqlite_where=sa.text("source_id IS NULL AND end_at IS NULL"),
+        postgresql_where=sa.text("source_id IS NULL AND end_at IS NULL"),
+    ),
 )
 
 groups = sa.Table(
@@ -156,6 +163,7 @@ id_map = sa.Table(
     sa.Column("external_id", sa.String(320), primary_key=True),
     sa.Column("canonical_id", sa.Integer, nullable=False),
     sa.Index("ix_id_map_canonical", "entity", "canonical_id"),
+    sqlite_with_rowid=False,
 )
 
 snapshots = sa.Table(
@@ -166,6 +174,18 @@ snapshots = sa.Table(
     sa.Column("external_id", sa.String(400), primary_key=True),
     sa.Column("content_hash", sa.BigInteger, nullable=False),
     sa.Column("canonical_id", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One digest per source and entity of the whole snapshot (an order-free combination of every
+# record's id and content hash): when a feed's digest equals it, that entity did not change.
+snapshot_digests = sa.Table(
+    "snapshot_digests",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True),
+    sa.Column("entity", sa.String(16), primary_key=True),
+    sa.Column("digest", sa.BigInteger, nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
 )
 
 runs = sa.Table(

@@ -5,7 +5,7 @@ transaction. This is the only code that writes roster records.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import polars as pl
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from rostersync.domain.feed import Entity
 from rostersync.store import bulk
-from rostersync.store.schema import ENTITY_TABLES
+from rostersync.store.schema import ENTITY_TABLES, snapshot_digests
 from rostersync.sync.resolve import CANONICAL, EntityPlan, source_namespace
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,9 @@ def write_changes(conn: sa.Connection, run_id: int, plans: Sequence[EntityPlan])
         return 0
     frame = pl.concat(frames).with_columns(pl.lit(run_id).alias("run_id"))
     return bulk.insert(
-        conn, "changes", frame.select("run_id", "entity", "canonical_id", "action", "before",
-                                      "after")
+        conn,
+        "changes",
+        frame.select("run_id", "entity", "canonical_id", "action", "before", "after"),
     )
 
 
@@ -52,16 +53,33 @@ def apply(
     source_id: int,
     run_id: int,
     now: datetime,
+    digests: Mapping[Entity, tuple[int, int] | None],
     checkpoint: Checkpoint = no_checkpoint,
 ) -> None:
-    """Write every plan in entity order, then the change log."""
+    """Write every plan in entity order, then the snapshot digests and the change log.
+
+    ``digests`` gives, per entity, the (digest, record count) of the snapshot after this run,
+    or None where it is not known (a delta feed): that entity's digest is then dropped.
+    """
     stamp = timestamp(conn, now)
+    conn.execute(snapshot_digests.delete().where(snapshot_digests.c.source_id == source_id))
+    known = [
+        {"source_id": source_id, "entity": entity, "digest": value[0], "records": value[1]}
+        for entity, value in digests.items()
+        if value is not None
+    ]
+    if known:
+        conn.execute(snapshot_digests.insert(), known)
     for plan in plans:
         _apply_entity(conn, plan, district_id, source_id, stamp)
         checkpoint(f"apply:{plan.entity}")
         logger.info(
             "Run %s applied %s: %s created, %s updated, %s removed.",
-            run_id, plan.entity, plan.create.height, plan.update.height, plan.remove.len(),
+            run_id,
+            plan.entity,
+            plan.create.height,
+            plan.update.height,
+            plan.remove.len(),
         )
     write_changes(conn, run_id, plans)
     checkpoint("apply:changes")
@@ -79,17 +97,22 @@ def _apply_entity(
             conn,
             table,
             plan.create.select(
-                "id", *columns,
+                "id",
+                *columns,
                 pl.lit(stamp).alias("start_at"),
                 pl.lit(source_id).alias("source_id"),
             ),
         )
         bulk.update(
-            conn, table, "id",
+            conn,
+            table,
+            "id",
             plan.update.select("id", "role", pl.lit(source_id).alias("source_id")),
         )
         bulk.update(
-            conn, table, "id",
+            conn,
+            table,
+            "id",
             plan.remove.to_frame("id").select("id", pl.lit(stamp).alias("end_at")),
         )
     else:
@@ -108,12 +131,15 @@ def _apply_entity(
             ),
         )
         bulk.update(
-            conn, table, "id",
-            plan.update.select("id", *columns, *extra, "status",
-                               pl.lit(stamp).alias("updated_at")),
+            conn,
+            table,
+            "id",
+            plan.update.select("id", *columns, *extra, "status", pl.lit(stamp).alias("updated_at")),
         )
         bulk.update(
-            conn, table, "id",
+            conn,
+            table,
+            "id",
             plan.remove.to_frame("id").select(
                 "id", pl.lit("archived").alias("status"), pl.lit(stamp).alias("updated_at")
             ),

@@ -24,9 +24,7 @@ LABELS: dict[Entity, str] = {
 }
 
 
-def check(
-    staged: Staged, plans: Sequence[EntityPlan], share: float, floor: int
-) -> list[str]:
+def check(staged: Staged, plans: Sequence[EntityPlan], share: float, floor: int) -> list[str]:
     """Reasons to hold the run; empty when it may be applied."""
     reasons: list[str] = []
     feed = staged.feed

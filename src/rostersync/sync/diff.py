@@ -37,7 +37,8 @@ class EntityDiff:
 
 
 def load_snapshot(conn: sa.Connection, source_id: int, entity: Entity) -> pl.DataFrame:
-    return bulk.read(
+    """The source's snapshot of one entity as the last applied run left it."""
+    return bulk.read_committed(
         conn,
         "SELECT external_id, content_hash, canonical_id FROM snapshots "
         "WHERE source_id = :source AND entity = :entity",

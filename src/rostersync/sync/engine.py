@@ -19,7 +19,15 @@ import sqlalchemy as sa
 from rostersync.domain.feed import ENTITIES, Entity, Feed
 from rostersync.errors import InputError, NotFound, Problem, RosterError, SafetyHold
 from rostersync.sources.base import FetchContext
-from rostersync.store.schema import districts, run_payloads, runs, sources
+from rostersync.store.schema import (
+    districts,
+    enrollments,
+    run_payloads,
+    runs,
+    sections,
+    snapshot_digests,
+    sources,
+)
 from rostersync.sync import apply as apply_stage
 from rostersync.sync import check as check_stage
 from rostersync.sync import diff as diff_stage
@@ -86,9 +94,15 @@ def _load_source(engine: sa.Engine, name: str) -> _Source:
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(
-                sources.c.id, sources.c.name, sources.c.kind, sources.c.config,
-                sources.c.cursor, sources.c.district_id, districts.c.authoritative,
-                districts.c.safety_share, districts.c.safety_floor,
+                sources.c.id,
+                sources.c.name,
+                sources.c.kind,
+                sources.c.config,
+                sources.c.cursor,
+                sources.c.district_id,
+                districts.c.authoritative,
+                districts.c.safety_share,
+                districts.c.safety_floor,
             )
             .join(districts, districts.c.id == sources.c.district_id)
             .where(sources.c.name == name)
@@ -96,28 +110,34 @@ def _load_source(engine: sa.Engine, name: str) -> _Source:
     if row is None:
         raise NotFound(f"There is no source named {name!r}. `rostersync source list` shows them.")
     return _Source(
-        id=row.id, name=row.name, kind=row.kind, config=dict(row.config or {}),
-        cursor=row.cursor, district_id=row.district_id, authoritative=bool(row.authoritative),
-        share=float(row.safety_share), floor=int(row.safety_floor),
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        config=dict(row.config or {}),
+        cursor=row.cursor,
+        district_id=row.district_id,
+        authoritative=bool(row.authoritative),
+        share=float(row.safety_share),
+        floor=int(row.safety_floor),
     )
 
 
 def _source_by_id(engine: sa.Engine, source_id: int) -> _Source:
     with engine.connect() as conn:
-        name = conn.execute(
-            sa.select(sources.c.name).where(sources.c.id == source_id)
-        ).scalar_one()
+        name = conn.execute(sa.select(sources.c.name).where(sources.c.id == source_id)).scalar_one()
     return _load_source(engine, name)
 
 
-def start_run(
-    engine: sa.Engine, source_id: int, trigger: str, requested_by: str | None
-) -> int:
+def start_run(engine: sa.Engine, source_id: int, trigger: str, requested_by: str | None) -> int:
     with engine.begin() as conn:
         result = conn.execute(
             runs.insert().values(
-                source_id=source_id, trigger=trigger, requested_by=requested_by,
-                status="running", stage="fetch", started_at=_now(),
+                source_id=source_id,
+                trigger=trigger,
+                requested_by=requested_by,
+                status="running",
+                stage="fetch",
+                started_at=_now(),
             )
         )
         key = result.inserted_primary_key
@@ -130,8 +150,9 @@ def _finish(engine: sa.Engine, run_id: int, **values: Any) -> None:
         conn.execute(runs.update().where(runs.c.id == run_id).values(finished_at=_now(), **values))
 
 
-def _set_stage(engine: sa.Engine, run_id: int, stage: str, progress: Progress,
-               counts: dict[str, int]) -> None:
+def _set_stage(
+    engine: sa.Engine, run_id: int, stage: str, progress: Progress, counts: dict[str, int]
+) -> None:
     progress(stage, counts)
     with engine.begin() as conn:
         conn.execute(runs.update().where(runs.c.id == run_id).values(stage=stage, counts=counts))
@@ -154,17 +175,20 @@ def sync(
     try:
         progress("fetch", {})
         feed = fetch_stage.fetch(
-            source.kind, source.config,
-            FetchContext(cursor=source.cursor,
-                         progress=lambda what, n: progress("fetch", {what: n})),
+            source.kind,
+            source.config,
+            FetchContext(
+                cursor=source.cursor, progress=lambda what, n: progress("fetch", {what: n})
+            ),
         )
     except RosterError as exc:
         return _failed(engine, run_id, exc)
     except Exception as exc:
         logger.exception("Run %s failed while fetching.", run_id)
         return _failed(engine, run_id, exc)
-    return process(engine, source, run_id, feed, dry_run=dry_run, progress=progress,
-                   checkpoint=checkpoint)
+    return process(
+        engine, source, run_id, feed, dry_run=dry_run, progress=progress, checkpoint=checkpoint
+    )
 
 
 def process(
@@ -191,10 +215,34 @@ def process(
             result.warnings = staged.warnings
             if staged.problems:
                 raise InputError(staged.problems)
+            # The staged frames replace the fetched ones: the originals are not needed again
+            # (a held run's payload packs the staged frames, which stage the same way).
+            for entity in ENTITIES:
+                feed.frames[entity] = staged.frames[entity]
+            digests = _digests(staged, feed)
+            if not approved_by and not feed.truncated and _unchanged(conn, source, digests):
+                # The feed is exactly what the last applied run saw: nothing to diff.
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(
+                        status="dry-run" if dry_run else "succeeded",
+                        stage="done",
+                        finished_at=_now(),
+                        summary={},
+                        counts=fetched,
+                        warnings=[w.as_dict() for w in result.warnings],
+                    )
+                )
+                result.status = "dry-run" if dry_run else "succeeded"
+                logger.info("Run %s: the feed is unchanged since the last run.", run_id)
+                return result
             progress("diff", fetched)
             ctx = resolve_stage.Context(
-                district_id=source.district_id, source_id=source.id,
-                authoritative=source.authoritative, now=now,
+                district_id=source.district_id,
+                source_id=source.id,
+                authoritative=source.authoritative,
+                now=now,
                 file={e: feed.files.get(e) for e in ENTITIES},
             )
             plans = []
@@ -202,8 +250,13 @@ def process(
             mappings: dict[Entity, Any] = {}
             for entity in ENTITIES:
                 snapshot = diff_stage.load_snapshot(conn, source.id, entity)
-                d = diff_stage.diff(entity, staged.frames[entity], snapshot,
-                                    feed.modes.get(entity, feed.mode), feed.deleted.get(entity, []))
+                d = diff_stage.diff(
+                    entity,
+                    staged.frames[entity],
+                    snapshot,
+                    feed.modes.get(entity, feed.mode),
+                    feed.deleted.get(entity, []),
+                )
                 plan, entity_problems = resolve_stage.plan_entity(conn, ctx, d, mappings)
                 mappings[entity] = plan.mapping
                 problems += entity_problems
@@ -214,21 +267,32 @@ def process(
                 raise InputError(problems)
             result.changes = {p.entity: p.counts() for p in plans if p.counts()}
 
-            reasons = [] if approved_by else check_stage.check(
-                staged, plans, source.share, source.floor
+            reasons = (
+                [] if approved_by else check_stage.check(staged, plans, source.share, source.floor)
             )
             if reasons or dry_run:
                 conn.rollback()
             else:
                 progress("apply", {k: sum(v.values()) for k, v in result.changes.items()})
                 apply_stage.apply(
-                    conn, plans, district_id=source.district_id, source_id=source.id,
-                    run_id=run_id, now=now, checkpoint=checkpoint,
+                    conn,
+                    plans,
+                    district_id=source.district_id,
+                    source_id=source.id,
+                    run_id=run_id,
+                    now=now,
+                    digests=digests,
+                    checkpoint=checkpoint,
                 )
                 conn.execute(
-                    runs.update().where(runs.c.id == run_id).values(
-                        status="succeeded", stage="done", finished_at=_now(),
-                        summary=result.changes, counts=fetched,
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(
+                        status="succeeded",
+                        stage="done",
+                        finished_at=_now(),
+                        summary=result.changes,
+                        counts=fetched,
                         warnings=[w.as_dict() for w in result.warnings],
                         decided_by=approved_by,
                     )
@@ -251,9 +315,15 @@ def process(
                     run_payloads.insert().values(run_id=run_id, payload=fetch_stage.pack(feed))
                 )
             conn.execute(
-                runs.update().where(runs.c.id == run_id).values(
-                    status=status, stage="done", finished_at=_now(), summary=result.changes,
-                    counts=fetched, held_reasons=reasons,
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(
+                    status=status,
+                    stage="done",
+                    finished_at=_now(),
+                    summary=result.changes,
+                    counts=fetched,
+                    held_reasons=reasons,
                     warnings=[w.as_dict() for w in result.warnings],
                 )
             )
@@ -264,6 +334,48 @@ def process(
     except Exception as exc:
         logger.exception("Run %s failed.", run_id)
         return _failed(engine, run_id, exc, result)
+
+
+def _digests(staged: stage_stage.Staged, feed: Feed) -> dict[Entity, tuple[int, int] | None]:
+    """Per entity, the digest and size the snapshot will have after this feed is applied —
+    known only for entities the feed lists in full."""
+    out: dict[Entity, tuple[int, int] | None] = {}
+    for entity in ENTITIES:
+        if feed.modes.get(entity, feed.mode) == "full":
+            frame = staged.frames[entity]
+            out[entity] = (stage_stage.digest(frame), frame.height)
+        else:
+            out[entity] = None
+    return out
+
+
+def _unchanged(
+    conn: sa.Connection, source: _Source, digests: dict[Entity, tuple[int, int] | None]
+) -> bool:
+    """True when every entity's digest equals the last applied run's, and no hand-made
+    enrollment in the source's sections waits to be ended."""
+    if any(value is None for value in digests.values()):
+        return False
+    stored = {
+        row.entity: (int(row.digest), int(row.records))
+        for row in conn.execute(
+            sa.select(snapshot_digests).where(snapshot_digests.c.source_id == source.id)
+        )
+    }
+    if any(stored.get(entity) != value for entity, value in digests.items()):
+        return False
+    if not source.authoritative:
+        return True
+    manual = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(enrollments.join(sections, sections.c.id == enrollments.c.section_id))
+        .where(
+            sections.c.source_id == source.id,
+            enrollments.c.end_at.is_(None),
+            enrollments.c.source_id.is_(None),
+        )
+    ).scalar_one()
+    return int(manual) == 0
 
 
 def _failed(
@@ -283,7 +395,11 @@ def _failed(
             "The next run will try again."
         )
     _finish(
-        engine, run_id, status="failed", stage="done", error=result.error,
+        engine,
+        run_id,
+        status="failed",
+        stage="done",
+        error=result.error,
         problems=[p.as_dict() for p in result.problems],
         warnings=[w.as_dict() for w in result.warnings],
     )
@@ -297,8 +413,10 @@ def _held_run(engine: sa.Engine, run_id: int) -> tuple[Any, bytes]:
         if row is None:
             raise NotFound(f"There is no run {run_id}.")
         if row.status != "held":
-            raise RosterError(f"Run {run_id} is {row.status}, not held; only a held run can be "
-                              "approved or discarded.")
+            raise RosterError(
+                f"Run {run_id} is {row.status}, not held; only a held run can be "
+                "approved or discarded."
+            )
         payload = conn.execute(
             sa.select(run_payloads.c.payload).where(run_payloads.c.run_id == run_id)
         ).scalar_one()
@@ -321,8 +439,15 @@ def approve(
 
         conn.execute(changes.delete().where(changes.c.run_id == run_id))
         conn.execute(runs.update().where(runs.c.id == run_id).values(status="running"))
-    return process(engine, source, run_id, fetch_stage.unpack(payload),
-                   approved_by=by or "admin", progress=progress, checkpoint=checkpoint)
+    return process(
+        engine,
+        source,
+        run_id,
+        fetch_stage.unpack(payload),
+        approved_by=by or "admin",
+        progress=progress,
+        checkpoint=checkpoint,
+    )
 
 
 def discard(engine: sa.Engine, run_id: int, *, by: str | None = None) -> RunResult:
@@ -331,12 +456,16 @@ def discard(engine: sa.Engine, run_id: int, *, by: str | None = None) -> RunResu
     with engine.begin() as conn:
         conn.execute(run_payloads.delete().where(run_payloads.c.run_id == run_id))
         conn.execute(
-            runs.update().where(runs.c.id == run_id).values(
-                status="discarded", decided_by=by or "admin", finished_at=_now()
-            )
+            runs.update()
+            .where(runs.c.id == run_id)
+            .values(status="discarded", decided_by=by or "admin", finished_at=_now())
         )
-    return RunResult(run_id=run_id, status="discarded", changes=dict(row.summary or {}),
-                     held_reasons=list(row.held_reasons or []))
+    return RunResult(
+        run_id=run_id,
+        status="discarded",
+        changes=dict(row.summary or {}),
+        held_reasons=list(row.held_reasons or []),
+    )
 
 
 __all__ = ["RunResult", "SafetyHold", "approve", "discard", "process", "sync"]

@@ -59,7 +59,7 @@ def unpack(data: bytes) -> Feed:
         }
     return Feed(
         mode=meta["mode"],
-        frames=cast(dict[Entity, pl.DataFrame], frames),
+        frames=frames,
         modes=cast(dict[Entity, Mode], meta["modes"]),
         deleted=meta["deleted"],
         warnings=[Problem(**w) for w in meta["warnings"]],

@@ -29,15 +29,24 @@ CANONICAL: dict[Entity, list[str]] = {
     "school": ["name", "sis_id"],
     "term": ["name", "start_date", "end_date", "school_year"],
     "person": [
-        "role", "email", "given_name", "family_name", "grade", "sis_id", "state_id",
-        "google_id", "school_id",
+        "role",
+        "email",
+        "given_name",
+        "family_name",
+        "grade",
+        "sis_id",
+        "state_id",
+        "google_id",
+        "school_id",
     ],
     "section": ["school_id", "term_id", "name", "course", "period", "room"],
     "enrollment": ["section_id", "person_id", "role"],
 }
 
 CANONICAL_TYPES: dict[str, pl.DataType] = {
-    "school_id": pl.Int64(), "term_id": pl.Int64(), "section_id": pl.Int64(),
+    "school_id": pl.Int64(),
+    "term_id": pl.Int64(),
+    "section_id": pl.Int64(),
     "person_id": pl.Int64(),
 }
 
@@ -60,19 +69,28 @@ REFERENCES: dict[Entity, list[tuple[str, str, Entity, bool]]] = {
 MATCH_KEYS: dict[Entity, list[tuple[str, str]]] = {
     "school": [("sis", "sis_id"), ("name", "name_key")],
     "term": [],
-    "person": [("sis", "sis_id"), ("state", "state_id"), ("google", "google_id"),
-               ("email", "email")],
+    "person": [
+        ("sis", "sis_id"),
+        ("state", "state_id"),
+        ("google", "google_id"),
+        ("email", "email"),
+    ],
     "section": [],
     "enrollment": [],
 }
 
 CHANGE_COLUMNS = ["entity", "canonical_id", "action", "before", "after"]
 CHANGE_SCHEMA: dict[str, pl.DataType] = {
-    "entity": pl.Utf8(), "canonical_id": pl.Int64(), "action": pl.Utf8(),
-    "before": pl.Utf8(), "after": pl.Utf8(),
+    "entity": pl.Utf8(),
+    "canonical_id": pl.Int64(),
+    "action": pl.Utf8(),
+    "before": pl.Utf8(),
+    "after": pl.Utf8(),
 }
 ID_MAP_SCHEMA: dict[str, pl.DataType] = {
-    "namespace": pl.Utf8(), "external_id": pl.Utf8(), "canonical_id": pl.Int64(),
+    "namespace": pl.Utf8(),
+    "external_id": pl.Utf8(),
+    "canonical_id": pl.Int64(),
 }
 
 
@@ -136,10 +154,8 @@ def read_current(
     """The store's current values of the canonical columns (and ``status``) for ``ids``."""
     table = ENTITY_TABLES[entity].name
     columns = CANONICAL[entity] + (extra or [])
-    if entity == "enrollment":
-        columns = [*columns, "end_at", "source_id"]
-    else:
-        columns = [*columns, "status"]
+    tail = ["end_at", "source_id"] if entity == "enrollment" else ["status"]
+    columns = [*columns, *tail]
     schema: dict[str, pl.DataType] = {"id": pl.Int64()}
     for name in columns:
         schema[name] = CANONICAL_TYPES.get(name, pl.Int64() if name == "source_id" else pl.Utf8())
@@ -223,17 +239,22 @@ def identify(
         if found.height == 0:
             continue
         found = found.rename({"external_id": column, "canonical_id": "_found"})
-        frame = frame.join(found, on=column, how="left", nulls_equal=False).with_columns(
-            pl.when(pl.col("canonical_id").is_null() & pl.col("_found").is_not_null())
-            .then(pl.lit(namespace))
-            .otherwise(pl.col("matched_by"))
-            .alias("matched_by"),
-            pl.coalesce("canonical_id", "_found").alias("canonical_id"),
-        ).drop("_found")
+        frame = (
+            frame.join(found, on=column, how="left", nulls_equal=False)
+            .with_columns(
+                pl.when(pl.col("canonical_id").is_null() & pl.col("_found").is_not_null())
+                .then(pl.lit(namespace))
+                .otherwise(pl.col("matched_by"))
+                .alias("matched_by"),
+                pl.coalesce("canonical_id", "_found").alias("canonical_id"),
+            )
+            .drop("_found")
+        )
 
     # One canonical record per record of this source.
     taken = pl.col("canonical_id").is_in(held.implode()) | (
-        pl.col("canonical_id").is_not_null() & pl.col("canonical_id").is_duplicated()
+        pl.col("canonical_id").is_not_null()
+        & pl.col("canonical_id").is_duplicated()
         & (pl.int_range(pl.len()).over("canonical_id") > 0)
     )
     clashing = frame.filter(taken)
@@ -242,7 +263,9 @@ def identify(
             Problem(
                 f"this {entity} shares its {by} with another record of the same source; "
                 "it was kept as a separate record.",
-                file=ctx.file.get(entity), line=line, record_id=ext_id,
+                file=ctx.file.get(entity),
+                line=line,
+                record_id=ext_id,
                 fix="Check the two records: they may be one person entered twice.",
             )
         )
@@ -250,6 +273,30 @@ def identify(
         pl.when(taken).then(None).otherwise(pl.col("canonical_id")).alias("canonical_id"),
         pl.when(taken).then(None).otherwise(pl.col("matched_by")).alias("matched_by"),
     )
+
+    # Records that matched nothing yet share an id with an earlier record of this feed (two
+    # students with one email on a first import) also stay separate, and the admin hears of it.
+    warned = set(clashing["ext_id"].to_list())
+    for namespace, column in MATCH_KEYS[entity]:
+        repeats = frame.filter(
+            pl.col("canonical_id").is_null()
+            & pl.col(column).is_not_null()
+            & (pl.int_range(pl.len()).over(column) > 0)
+        )
+        for ext_id, line in repeats.select("ext_id", LINE).head(20).iter_rows():
+            if ext_id in warned:
+                continue
+            warned.add(ext_id)
+            warnings.append(
+                Problem(
+                    f"this {entity} shares its {namespace} with another record of the same "
+                    "source; it was kept as a separate record.",
+                    file=ctx.file.get(entity),
+                    line=line,
+                    record_id=ext_id,
+                    fix="Check the two records: they may be one person entered twice.",
+                )
+            )
     return frame.drop("name_key", strict=False), warnings
 
 
@@ -258,14 +305,25 @@ def map_references(
     entity: Entity,
     frame: pl.DataFrame,
     mappings: dict[Entity, pl.DataFrame],
+    *,
+    check_only: bool = False,
 ) -> tuple[pl.DataFrame, list[Problem], list[Problem]]:
-    """Replace external references by canonical ids; report the ones that point nowhere."""
+    """Replace external references by canonical ids; report the ones that point nowhere.
+
+    With ``check_only`` the frame comes back as it was (records the run does not write need
+    their references checked, not resolved).
+    """
     problems: list[Problem] = []
     warnings: list[Problem] = []
     for column, target, referenced, required in REFERENCES[entity]:
         mapping = mappings[referenced].rename({"ext_id": column, "canonical_id": target})
-        frame = frame.join(mapping, on=column, how="left")
-        dangling = frame.filter(pl.col(column).is_not_null() & pl.col(target).is_null())
+        if check_only:
+            dangling = frame.filter(pl.col(column).is_not_null()).join(
+                mapping, on=column, how="anti"
+            )
+        else:
+            frame = frame.join(mapping, on=column, how="left")
+            dangling = frame.filter(pl.col(column).is_not_null() & pl.col(target).is_null())
         if dangling.height == 0:
             continue
         sink = problems if required else warnings
@@ -274,7 +332,9 @@ def map_references(
                 Problem(
                     f"unknown {referenced} reference {value!r}"
                     + ("." if required else "; the reference was left empty."),
-                    file=ctx.file.get(entity), line=line, column=column.removesuffix("_ext_id"),
+                    file=ctx.file.get(entity),
+                    line=line,
+                    column=column.removesuffix("_ext_id"),
                     record_id=ext_id,
                     fix=f"Add the {referenced} to the export or correct the reference.",
                 )
@@ -287,18 +347,31 @@ def map_references(
                     file=ctx.file.get(entity),
                 )
             )
-        if required:
+        if required and not check_only:
             frame = frame.filter(pl.col(column).is_null() | pl.col(target).is_not_null())
     return frame, problems, warnings
+
+
+#: Entities several sources may share: a source that leaves a field empty does not erase what
+#: another source (or the extension, for a pending student) put there.
+FILL_ONLY: tuple[Entity, ...] = ("school", "term", "person")
+
+
+def _fill_from_store(
+    incoming: pl.DataFrame, current: pl.DataFrame, columns: list[str]
+) -> pl.DataFrame:
+    cur = current.select("id", *[pl.col(c).alias(f"{c}__store") for c in columns])
+    joined = incoming.join(cur, left_on="canonical_id", right_on="id", how="left")
+    return joined.with_columns([pl.coalesce(c, f"{c}__store").alias(c) for c in columns]).drop(
+        [f"{c}__store" for c in columns]
+    )
 
 
 def _encode(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
     return pl.struct([pl.col(c) for c in columns]).struct.json_encode()
 
 
-def _differences(
-    incoming: pl.DataFrame, current: pl.DataFrame, columns: list[str]
-) -> pl.DataFrame:
+def _differences(incoming: pl.DataFrame, current: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """Join incoming rows (with ``canonical_id``) to current store rows and keep the ones whose
     columns or status differ; adds ``before`` and ``after`` JSON of what differs."""
     cur = current.rename({c: f"{c}__old" for c in current.columns if c != "id"})
@@ -320,15 +393,17 @@ def _differences(
             rows.append((row["canonical_id"], action, _json(before), _json(after)))
     return pl.DataFrame(
         rows,
-        schema={"canonical_id": pl.Int64(), "action": pl.Utf8(), "before": pl.Utf8(),
-                "after": pl.Utf8()},
+        schema={
+            "canonical_id": pl.Int64(),
+            "action": pl.Utf8(),
+            "before": pl.Utf8(),
+            "after": pl.Utf8(),
+        },
         orient="row",
     )
 
 
-def held_elsewhere(
-    conn: sa.Connection, ctx: Context, entity: Entity
-) -> pl.Series:
+def held_elsewhere(conn: sa.Connection, ctx: Context, entity: Entity) -> pl.Series:
     """Canonical ids of ``entity`` that another source of the district still lists."""
     frame = bulk.read(
         conn,
@@ -353,31 +428,30 @@ def plan_entity(
     columns = CANONICAL[entity]
 
     if entity == "enrollment":
-        new = d.new.with_columns(pl.lit(None, dtype=pl.Int64).alias("canonical_id"),
-                                 pl.lit(None, dtype=pl.Utf8).alias("matched_by"))
+        new = d.new.with_columns(
+            pl.lit(None, dtype=pl.Int64).alias("canonical_id"),
+            pl.lit(None, dtype=pl.Utf8).alias("matched_by"),
+        )
     else:
         held = pl.concat([d.changed["canonical_id"], d.unchanged["canonical_id"]])
         new, found_warnings = identify(conn, ctx, entity, d.new, held)
         warnings += found_warnings
 
     # References of every row are checked, so that a record pointing at something the feed no
-    # longer has is reported even when the record itself did not change.
-    everything = pl.concat(
-        [
-            new.drop("matched_by"),
-            d.changed,
-            d.unchanged,
-        ],
-        how="diagonal_relaxed",
+    # longer has is reported even when the record itself did not change; only the rows this
+    # run writes need their references resolved.
+    incoming = pl.concat([new.drop("matched_by"), d.changed], how="diagonal_relaxed")
+    incoming, ref_problems, ref_warnings = map_references(ctx, entity, incoming, mappings)
+    problems += ref_problems
+    warnings += ref_warnings
+    unchanged = d.unchanged
+    _, ref_problems, ref_warnings = map_references(
+        ctx, entity, unchanged, mappings, check_only=True
     )
-    everything, ref_problems, ref_warnings = map_references(ctx, entity, everything, mappings)
     problems += ref_problems
     warnings += ref_warnings
     for target in [r[1] for r in REFERENCES[entity]]:
-        everything = everything.with_columns(pl.col(target).cast(pl.Int64))
-
-    incoming = everything.filter(~pl.col("ext_id").is_in(d.unchanged["ext_id"].implode()))
-    unchanged = everything.filter(pl.col("ext_id").is_in(d.unchanged["ext_id"].implode()))
+        incoming = incoming.with_columns(pl.col(target).cast(pl.Int64))
 
     if entity == "enrollment":
         plan = _plan_enrollments(conn, ctx, d, incoming, unchanged)
@@ -387,6 +461,16 @@ def plan_entity(
     # Records that matched an existing canonical record, and changed ones: compare real values.
     existing = incoming.filter(pl.col("canonical_id").is_not_null())
     current = read_current(conn, entity, existing["canonical_id"])
+    if entity in FILL_ONLY and existing.height:
+        # Only where another source lists the record too, or the extension made it: a record
+        # this source alone holds takes the source's values, emptied ones included.
+        pending = current.filter(pl.col("status") == "pending")["id"]
+        shared = pl.col("canonical_id").is_in(held_elsewhere(conn, ctx, entity).implode()) | (
+            pl.col("canonical_id").is_in(pending.implode())
+        )
+        existing = pl.concat(
+            [_fill_from_store(existing.filter(shared), current, columns), existing.filter(~shared)]
+        )
     updates = _differences(existing, current, columns)
     update_rows = (
         existing.join(updates.select("canonical_id"), on="canonical_id", how="semi")
@@ -400,21 +484,26 @@ def plan_entity(
     creating = creating.with_columns(ids.alias("canonical_id"))
     create_rows = creating.select(pl.col("canonical_id").alias("id"), *columns)
 
-    remove, remove_changes = _removals(conn, ctx, entity, d)
+    kept = pl.concat([incoming["canonical_id"], unchanged["canonical_id"]]).drop_nulls()
+    remove, remove_changes = _removals(conn, ctx, entity, d, kept)
 
-    changes = pl.concat(
-        [
-            create_rows.select(
-                pl.col("id").alias("canonical_id"),
-                pl.lit("create").alias("action"),
-                pl.lit(None, dtype=pl.Utf8).alias("before"),
-                _encode(create_rows, columns).alias("after"),
-            ),
-            updates,
-            remove_changes,
-        ],
-        how="vertical_relaxed",
-    ).with_columns(pl.lit(entity).alias("entity")).select(CHANGE_COLUMNS)
+    changes = (
+        pl.concat(
+            [
+                create_rows.select(
+                    pl.col("id").alias("canonical_id"),
+                    pl.lit("create").alias("action"),
+                    pl.lit(None, dtype=pl.Utf8).alias("before"),
+                    _encode(create_rows, columns).alias("after"),
+                ),
+                updates,
+                remove_changes,
+            ],
+            how="vertical_relaxed",
+        )
+        .with_columns(pl.lit(entity).alias("entity"))
+        .select(CHANGE_COLUMNS)
+    )
 
     mapping = pl.concat(
         [
@@ -426,9 +515,12 @@ def plan_entity(
     mapping = _with_untouched(d, mapping)
 
     touched = pl.concat(
-        [creating.select("ext_id", "hash", "canonical_id"),
-         incoming.filter(pl.col("canonical_id").is_not_null())
-         .select("ext_id", "hash", "canonical_id")]
+        [
+            creating.select("ext_id", "hash", "canonical_id"),
+            incoming.filter(pl.col("canonical_id").is_not_null()).select(
+                "ext_id", "hash", "canonical_id"
+            ),
+        ]
     )
     plan = EntityPlan(
         entity=entity,
@@ -438,10 +530,19 @@ def plan_entity(
         changes=changes,
         snapshot_upsert=touched,
         snapshot_delete=_snapshot_drops(d, touched),
-        id_map_add=_id_map_entries(conn, ctx, entity, touched.join(
-            pl.concat([creating, incoming.filter(pl.col("canonical_id").is_not_null())],
-                      how="diagonal_relaxed").drop("hash", "canonical_id"),
-            on="ext_id", how="left")),
+        id_map_add=_id_map_entries(
+            conn,
+            ctx,
+            entity,
+            touched.join(
+                pl.concat(
+                    [creating, incoming.filter(pl.col("canonical_id").is_not_null())],
+                    how="diagonal_relaxed",
+                ).drop("hash", "canonical_id"),
+                on="ext_id",
+                how="left",
+            ),
+        ),
         mapping=mapping,
         before_count=d.snapshot.height,
         warnings=warnings,
@@ -468,12 +569,18 @@ def _removals(
     ctx: Context,
     entity: Entity,
     d: EntityDiff,
+    kept: pl.Series,
 ) -> tuple[pl.Series, pl.DataFrame]:
-    """Ids to archive for records the source no longer lists, with their change rows."""
+    """Ids to archive for records the source no longer lists, with their change rows.
+
+    A gone record whose canonical id this run's feed still holds under another external id (a
+    student the source re-keyed, matched by email) is not archived.
+    """
     empty = pl.Series("id", [], dtype=pl.Int64)
     if d.gone.height == 0 or not ctx.authoritative:
         return empty, _empty_changes().drop("entity")
     candidates = d.gone["canonical_id"].unique()
+    candidates = candidates.filter(~candidates.is_in(kept.implode()))
     candidates = candidates.filter(~candidates.is_in(held_elsewhere(conn, ctx, entity).implode()))
     current = read_current(conn, entity, candidates)
     active = current.filter(pl.col("status") != "archived")
@@ -510,8 +617,8 @@ def _id_map_entries(
             )
     entries = pl.concat(parts).unique(subset=["namespace", "external_id"], keep="first")
     kept = []
-    for namespace, group in entries.group_by("namespace"):
-        known = lookup_ids(conn, ctx.district_id, entity, str(namespace[0]), group["external_id"])
+    for key, group in entries.group_by("namespace"):
+        known = lookup_ids(conn, ctx.district_id, entity, str(key[0]), group["external_id"])
         kept.append(group.join(known.select("external_id"), on="external_id", how="anti"))
     if not kept:
         return pl.DataFrame(schema=ID_MAP_SCHEMA)
@@ -548,9 +655,11 @@ def _plan_enrollments(
         how="vertical_relaxed",
     ).with_columns(pl.lit(None, dtype=pl.Int64).alias("canonical_id"))
     adoptable = _active_unowned(conn, ctx, starting)
-    starting = starting.join(adoptable, on=["section_id", "person_id"], how="left").with_columns(
-        pl.col("_adopt").alias("canonical_id")
-    ).drop("_adopt", "_adopt_role")
+    starting = (
+        starting.join(adoptable, on=["section_id", "person_id"], how="left")
+        .with_columns(pl.col("_adopt").alias("canonical_id"))
+        .drop("_adopt", "_adopt_role")
+    )
     adopted = starting.filter(pl.col("canonical_id").is_not_null())
     creating = starting.filter(pl.col("canonical_id").is_null())
     ids = bulk.allocate_ids(conn, "enrollments", creating.height)
@@ -576,36 +685,41 @@ def _plan_enrollments(
         ended_ids = pl.concat([ended_ids, still["id"], manual["id"]]).unique()
     ended = read_current(conn, "enrollment", ended_ids).filter(pl.col("end_at").is_null())
 
-    changes = pl.concat(
-        [
-            create_rows.select(
-                pl.col("id").alias("canonical_id"),
-                pl.lit("create").alias("action"),
-                pl.lit(None, dtype=pl.Utf8).alias("before"),
-                _encode(create_rows, columns).alias("after"),
-            ),
-            role_changed.select(
-                "canonical_id",
-                pl.lit("update").alias("action"),
-                pl.format('{{"role":"{}"}}', pl.col("role__old")).alias("before"),
-                pl.format('{{"role":"{}"}}', pl.col("role")).alias("after"),
-            ),
-            adopted.select(
-                "canonical_id",
-                pl.lit("attach").alias("action"),
-                pl.lit('{"source":null}').alias("before"),
-                pl.format('{{"role":"{}","source":{}}}', pl.col("role"),
-                          pl.lit(ctx.source_id)).alias("after"),
-            ),
-            ended.select(
-                pl.col("id").alias("canonical_id"),
-                pl.lit("end").alias("action"),
-                _encode(ended, columns).alias("before"),
-                pl.lit(_json({"end_at": ctx.now.isoformat()})).alias("after"),
-            ),
-        ],
-        how="vertical_relaxed",
-    ).with_columns(pl.lit("enrollment").alias("entity")).select(CHANGE_COLUMNS)
+    changes = (
+        pl.concat(
+            [
+                create_rows.select(
+                    pl.col("id").alias("canonical_id"),
+                    pl.lit("create").alias("action"),
+                    pl.lit(None, dtype=pl.Utf8).alias("before"),
+                    _encode(create_rows, columns).alias("after"),
+                ),
+                role_changed.select(
+                    "canonical_id",
+                    pl.lit("update").alias("action"),
+                    pl.format('{{"role":"{}"}}', pl.col("role__old")).alias("before"),
+                    pl.format('{{"role":"{}"}}', pl.col("role")).alias("after"),
+                ),
+                adopted.select(
+                    "canonical_id",
+                    pl.lit("attach").alias("action"),
+                    pl.lit('{"source":null}').alias("before"),
+                    pl.format(
+                        '{{"role":"{}","source":{}}}', pl.col("role"), pl.lit(ctx.source_id)
+                    ).alias("after"),
+                ),
+                ended.select(
+                    pl.col("id").alias("canonical_id"),
+                    pl.lit("end").alias("action"),
+                    _encode(ended, columns).alias("before"),
+                    pl.lit(_json({"end_at": ctx.now.isoformat()})).alias("after"),
+                ),
+            ],
+            how="vertical_relaxed",
+        )
+        .with_columns(pl.lit("enrollment").alias("entity"))
+        .select(CHANGE_COLUMNS)
+    )
 
     keep_changed = changed.join(moved.select("ext_id"), on="ext_id", how="anti")
     touched = pl.concat(
@@ -615,8 +729,9 @@ def _plan_enrollments(
             keep_changed.select("ext_id", "hash", "canonical_id"),
         ]
     )
-    mapping = pl.concat([touched.select("ext_id", "canonical_id"),
-                         unchanged.select("ext_id", "canonical_id")])
+    mapping = pl.concat(
+        [touched.select("ext_id", "canonical_id"), unchanged.select("ext_id", "canonical_id")]
+    )
     return EntityPlan(
         entity="enrollment",
         create=create_rows,
@@ -631,12 +746,12 @@ def _plan_enrollments(
     )
 
 
-def _active_unowned(
-    conn: sa.Connection, ctx: Context, starting: pl.DataFrame
-) -> pl.DataFrame:
+def _active_unowned(conn: sa.Connection, ctx: Context, starting: pl.DataFrame) -> pl.DataFrame:
     """Active enrollments without a source in this source's sections, keyed for adoption."""
     schema: dict[str, pl.DataType] = {
-        "_adopt": pl.Int64(), "section_id": pl.Int64(), "person_id": pl.Int64(),
+        "_adopt": pl.Int64(),
+        "section_id": pl.Int64(),
+        "person_id": pl.Int64(),
         "_adopt_role": pl.Utf8(),
     }
     if starting.height == 0:

@@ -59,6 +59,13 @@ def upgrade() -> None:
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.create_index("ix_enrollments_person", ["person_id"], unique=False)
         batch_op.create_index("ix_enrollments_section", ["section_id", "end_at"], unique=False)
+        batch_op.create_index(
+            "ix_enrollments_manual",
+            ["section_id"],
+            unique=False,
+            sqlite_where=sa.text("source_id IS NULL AND end_at IS NULL"),
+            postgresql_where=sa.text("source_id IS NULL AND end_at IS NULL"),
+        )
 
     op.create_table(
         "id_map",
@@ -70,6 +77,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "district_id", "entity", "namespace", "external_id", name=op.f("pk_id_map")
         ),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("id_map", schema=None) as batch_op:
         batch_op.create_index("ix_id_map_canonical", ["entity", "canonical_id"], unique=False)
@@ -82,6 +90,7 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.BigInteger(), nullable=False),
         sa.Column("canonical_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("source_id", "entity", "external_id", name=op.f("pk_snapshots")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "people",
@@ -268,6 +277,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_run_payloads")),
     )
 
+    op.create_table(
+        "snapshot_digests",
+        sa.Column("source_id", sa.Integer(), nullable=False),
+        sa.Column("entity", sa.String(length=16), nullable=False),
+        sa.Column("digest", sa.BigInteger(), nullable=False),
+        sa.Column("records", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("source_id", "entity", name=op.f("pk_snapshot_digests")),
+    )
     if op.get_bind().dialect.name == "postgresql":
         # Canonical ids are allocated in bulk by the sync engine (see store/bulk.py).
         for table in ("schools", "terms", "people", "sections", "enrollments"):
@@ -283,6 +300,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS section_teachers")
+    op.drop_table("snapshot_digests")
     if op.get_bind().dialect.name == "postgresql":
         for table in ("schools", "terms", "people", "sections", "enrollments"):
             op.execute(f"DROP SEQUENCE IF EXISTS {table}_ids")
@@ -328,6 +346,7 @@ def downgrade() -> None:
 
     op.drop_table("id_map")
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
+        batch_op.drop_index("ix_enrollments_manual")
         batch_op.drop_index("ix_enrollments_section")
         batch_op.drop_index("ix_enrollments_person")
 
