@@ -146,7 +146,7 @@ def district_list(obj: Context, as_json: bool) -> None:
 )
 @click.option("--timezone", default=None)
 @click.pass_obj
-def district_set(obj: Context, name: str, **options: Any) -> None:
+def district_set(obj: Context, /, name: str, **options: Any) -> None:
     """Change a district's settings."""
     settings = {k: v for k, v in options.items() if v is not None}
     with _user_errors():
