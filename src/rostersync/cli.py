@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -72,7 +76,19 @@ def main(ctx: click.Context, database_url: str | None, verbose: int) -> None:
     """Keep ClassPilot's rosters in step with a district's source of truth."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _load_plugins()
     ctx.obj = Context(database_url)
+
+
+def _load_plugins() -> None:
+    """Import the modules named in ROSTERSYNC_PLUGINS (comma-separated); each registers extra
+    source kinds on import, in this process and in the workers it is passed to."""
+    names = os.environ.get("ROSTERSYNC_PLUGINS", "").split(",")
+    for name in filter(None, (n.strip() for n in names)):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _fail(f"ROSTERSYNC_PLUGINS names {name!r}, which cannot be imported: {exc}.")
 
 
 @main.command()
@@ -213,13 +229,85 @@ def source_set(obj: Context, name: str, pairs: tuple[str, ...]) -> None:
 @click.pass_obj
 def source_list(obj: Context, as_json: bool) -> None:
     """List sources."""
+    from rostersync.jobs import schedules
+
     with _user_errors():
         rows = service.list_sources(obj.engine)
+        described = schedules.describe(obj.engine)
+    for row in rows:
+        row.update(described.get(row["id"], {}))
     if as_json:
         _print_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['name']}  {row['kind']}  district={row['district']}  {row['status']}")
+        click.echo(
+            f"{row['name']}  {row['kind']}  district={row['district']}  {row['status']}  "
+            f"health={row.get('health')}  {_schedule_line(row)}"
+        )
+
+
+def _schedule_line(row: dict[str, Any]) -> str:
+    if not row.get("schedule"):
+        return "no schedule"
+    if row.get("paused"):
+        return f"schedule={row['schedule']} (paused)"
+    following = row.get("next_run_local")
+    shown = following[:16].replace("T", " ") + following[19:] if following else "none"
+    return f"schedule={row['schedule']}  next={shown}"
+
+
+@source.command("schedule")
+@click.argument("name")
+@click.option(
+    "--set",
+    "spec",
+    default=None,
+    metavar="SPEC",
+    help="nightly@HH:MM, every Nh, or a cron expression; in the district's time zone.",
+)
+@click.option("--pause", is_flag=True, help="Stop scheduled runs (Sync Now still works).")
+@click.option("--resume", is_flag=True, help="Start scheduled runs again from the next window.")
+@click.option(
+    "--blackout",
+    "blackouts",
+    multiple=True,
+    metavar="FIRST..LAST",
+    help="Skip scheduled runs on these local dates (repeatable).",
+)
+@click.option("--clear-blackouts", is_flag=True, help="Remove every blackout first.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def source_schedule(
+    obj: Context,
+    name: str,
+    spec: str | None,
+    pause: bool,
+    resume: bool,
+    blackouts: tuple[str, ...],
+    clear_blackouts: bool,
+    as_json: bool,
+) -> None:
+    """Show or change a source's schedule, with its next window."""
+    from rostersync.jobs import queue, schedules
+
+    if pause and resume:
+        _fail("Use --pause or --resume, not both.")
+    with _user_errors():
+        if spec is not None:
+            schedules.set_schedule(obj.engine, name, spec)
+        if blackouts or clear_blackouts:
+            schedules.add_blackouts(obj.engine, name, list(blackouts), clear=clear_blackouts)
+        if pause or resume:
+            schedules.set_paused(obj.engine, name, pause)
+        with obj.engine.connect() as conn:
+            ident = queue.source_id(conn, name)
+        info = {"source": name, **schedules.describe(obj.engine)[ident]}
+    if as_json:
+        _print_json(info)
+        return
+    click.echo(f"{name}: {_schedule_line(info)}  health={info['health']}")
+    for blackout in info["blackouts"]:
+        click.echo(f"  blackout {blackout}")
 
 
 # Sync -----------------------------------------------------------------------------------------
@@ -270,7 +358,14 @@ def _summary(result: sync_engine.RunResult) -> None:
 @click.option("--dry-run", is_flag=True, help="Compute and show the plan; change nothing.")
 @click.option("--approve", "approve_run", type=int, metavar="RUN", help="Apply a held run.")
 @click.option("--discard", "discard_run", type=int, metavar="RUN", help="Drop a held run.")
-@click.option("--by", "by", default=None, help="Who approves or discards (for the log).")
+@click.option("--by", "by", default=None, help="Who asks, approves or discards (for the log).")
+@click.option(
+    "--queue",
+    "queue_run",
+    is_flag=True,
+    help="Queue the run for the workers (Sync Now) and return its id at once.",
+)
+@click.option("--wait", is_flag=True, help="With --queue: follow the run until it ends.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def sync(
@@ -280,9 +375,14 @@ def sync(
     approve_run: int | None,
     discard_run: int | None,
     by: str | None,
+    queue_run: bool,
+    wait: bool,
     as_json: bool,
 ) -> None:
     """Sync a source now. Exit 0 on success or dry run, 2 when held, 1 when failed."""
+    if queue_run or wait:
+        _queue_sync(obj, source_name, by, wait, as_json)
+        return
     progress, stop = _progress_bar() if not as_json else (sync_engine.no_progress, lambda: None)
     try:
         with _user_errors():
@@ -296,11 +396,77 @@ def sync(
                 )
     finally:
         stop()
+    if approve_run is None and discard_run is None and not dry_run:
+        _record_outcome(obj.engine, result.run_id)
     if as_json:
         _print_json(result.as_dict())
     else:
         _summary(result)
     sys.exit({"succeeded": 0, "dry-run": 0, "discarded": 0, "held": 2}.get(result.status, 1))
+
+
+def _record_outcome(engine: sa.Engine, run_id: int) -> None:
+    from rostersync.jobs import tasks
+    from rostersync.store.schema import runs as runs_table
+
+    with engine.connect() as conn:
+        ident = conn.execute(
+            sa.select(runs_table.c.source_id).where(runs_table.c.id == run_id)
+        ).scalar_one()
+    tasks.record_outcome(engine, int(ident))
+
+
+EXIT_CODES = {"succeeded": 0, "dry-run": 0, "discarded": 0, "held": 2}
+
+
+def _queue_sync(obj: Context, source_name: str, by: str | None, wait: bool, as_json: bool) -> None:
+    """Sync Now: queue a run and return its id, or follow it with ``wait``."""
+    from rostersync.jobs import queue
+
+    with _user_errors():
+        queued = queue.request_run(obj.engine, source_name, requested_by=by)
+    if not wait:
+        if as_json:
+            _print_json(queued.as_dict())
+        elif queued.created:
+            click.echo(f"Run {queued.run_id} queued.")
+        else:
+            click.echo(f"Run {queued.run_id} is already waiting; not queueing another.")
+        return
+    tty = sys.stderr.isatty() and not as_json
+
+    def show(status: str, stage: str | None, counts: dict[str, int]) -> None:
+        if as_json:
+            return
+        shown = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+        line = (
+            f"Run {queued.run_id}: {status}"
+            + (f", {stage}" if stage else "")
+            + (f" ({shown})" if shown else "")
+        )
+        if tty:
+            click.echo("\r\033[K" + line, nl=False, err=True)
+        else:
+            click.echo(line, err=True)
+
+    with _user_errors():
+        row = queue.wait_for(obj.engine, queued.run_id, progress=show)
+    if tty:
+        click.echo("", err=True)
+    if as_json:
+        _print_json(row)
+    else:
+        _run_line(row)
+    sys.exit(EXIT_CODES.get(str(row["status"]), 1))
+
+
+def _run_line(row: dict[str, Any]) -> None:
+    summary = row["summary"] or {}
+    click.echo(f"Run {row['id']}: {row['status']}")
+    for entity, actions in summary.items():
+        click.echo(f"  {entity}: " + ", ".join(f"{a} {n:,}" for a, n in sorted(actions.items())))
+    if row["error"]:
+        click.echo(f"  error: {row['error']}")
 
 
 @main.command()
@@ -318,9 +484,13 @@ def runs(obj: Context, source_name: str, limit: int, as_json: bool) -> None:
     for row in rows:
         summary = row["summary"] or {}
         total = sum(sum(v.values()) for v in summary.values())
+        progress = ""
+        if row["status"] in ("queued", "running"):
+            counts = ", ".join(f"{k} {v:,}" for k, v in (row["counts"] or {}).items())
+            progress = f"stage {row['stage'] or '-'}" + (f" ({counts})" if counts else "")
         click.echo(
             f"{row['id']:>6}  {row['started_at']:%Y-%m-%d %H:%M}  {row['trigger']:<10} "
-            f"{row['status']:<10} {total:>8} change(s)  {row['error'] or ''}"
+            f"{row['status']:<10} {total:>8} change(s)  {row['error'] or progress}"
         )
 
 
@@ -385,6 +555,131 @@ def export(obj: Context, district_name: str, out: Path, as_json: bool) -> None:
         _print_json({"out": str(out), "files": counts})
     else:
         click.echo(f"Wrote {out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+# Jobs -----------------------------------------------------------------------------------------
+
+
+def _until_signalled() -> threading.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        logger.info("Signal %s: stopping.", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
+@main.command()
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    help="Worker threads (embedded mode): syncs of different sources in parallel.",
+)
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between two ticks.")
+@click.option(
+    "--heartbeat",
+    default=5.0,
+    show_default=True,
+    help="Seconds between two heartbeats of a running job.",
+)
+@click.option(
+    "--abandon-after",
+    type=float,
+    default=None,
+    help="Seconds without a heartbeat after which a run counts as abandoned "
+    "[default: 120 embedded, 60 with Procrastinate].",
+)
+@click.pass_obj
+def scheduler(
+    obj: Context, workers: int, interval: float, heartbeat: float, abandon_after: float | None
+) -> None:
+    """Queue scheduled runs as their windows come, until stopped.
+
+    On SQLite (the embedded mode) this process also runs the syncs, in --workers threads. On
+    PostgreSQL it only queues them: run `rostersync worker` on one or more machines.
+    """
+    from rostersync.jobs import distributed, embedded, queue
+    from rostersync.jobs.scheduler import Scheduler
+
+    with _user_errors():
+        engine = obj.engine
+        mode = queue.mode_of(engine)
+    stop = _until_signalled()
+    if mode == "embedded":
+        pool = embedded.WorkerPool(
+            engine,
+            workers,
+            heartbeat=heartbeat,
+            abandon_after=abandon_after or embedded.ABANDON_AFTER,
+        ).start()
+        ticker = Scheduler(engine, mode=mode, on_queued=pool.wake, sweep=pool.sweep)
+        click.echo(f"Scheduler and {workers} worker(s) running (embedded); Ctrl-C stops.", err=True)
+        try:
+            ticker.run(stop, interval)
+        finally:
+            click.echo("Stopping: waiting for running syncs to end…", err=True)
+            pool.stop()
+        return
+    timeout = abandon_after or distributed.ABANDON_AFTER
+    ticker = Scheduler(engine, mode=mode, sweep=lambda: distributed.sweep(engine, timeout))
+    click.echo("Scheduler running (Procrastinate); Ctrl-C stops.", err=True)
+    ticker.run(stop, interval)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    help="Syncs this worker runs at once (of different sources).",
+)
+@click.option(
+    "--heartbeat",
+    default=5.0,
+    show_default=True,
+    help="Seconds between two heartbeats (and sweeps for abandoned runs).",
+)
+@click.option(
+    "--abandon-after",
+    type=float,
+    default=None,
+    help="Seconds without a heartbeat after which a run counts as abandoned "
+    "[default: 120 embedded, 60 with Procrastinate].",
+)
+@click.pass_obj
+def worker(obj: Context, concurrency: int, heartbeat: float, abandon_after: float | None) -> None:
+    """Run queued syncs until stopped (SIGTERM lets running syncs finish).
+
+    With PostgreSQL this is a Procrastinate worker; run as many as needed, on any machines.
+    """
+    from rostersync.jobs import distributed, embedded, queue
+
+    with _user_errors():
+        engine = obj.engine
+        mode = queue.mode_of(engine)
+    if mode == "procrastinate":
+        distributed.run_worker(
+            engine,
+            concurrency=concurrency,
+            heartbeat=heartbeat,
+            abandon_after=abandon_after or distributed.ABANDON_AFTER,
+        )
+        return
+    stop = _until_signalled()
+    pool = embedded.WorkerPool(
+        engine,
+        concurrency,
+        heartbeat=heartbeat,
+        abandon_after=abandon_after or embedded.ABANDON_AFTER,
+    ).start()
+    while not stop.wait(heartbeat):
+        pool.sweep()
+    pool.stop()
 
 
 @main.command()

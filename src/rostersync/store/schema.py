@@ -252,3 +252,68 @@ ENTITY_TABLES: dict[str, sa.Table] = {
     "section": sections,
     "enrollment": enrollments,
 }
+
+# Jobs: schedules, their windows, and the embedded queue (docs/architecture.md, "Jobs") -------
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("source_id", sa.ForeignKey("sources.id"), primary_key=True, autoincrement=False),
+    # nightly@HH:MM, every Nh, or a five-field cron expression; local to the district.
+    sa.Column("spec", sa.String(120), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    # [{"start": "2027-06-20", "end": "2027-08-20"}, ...], local dates, both ends included.
+    sa.Column("blackouts", sa.JSON, nullable=False),
+    # The latest window the scheduler handled (queued or skipped).
+    sa.Column("last_window_at", TS),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+# One row per handled window: inserted-or-skipped in the transaction that queues its run, so a
+# window is queued once however many schedulers run.
+schedule_windows = sa.Table(
+    "schedule_windows",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("window_at", TS, primary_key=True),
+    sa.Column("run_id", sa.Integer),
+    # queued or skipped
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+# The embedded queue: one row per queued run. On PostgreSQL with Procrastinate its own
+# procrastinate_jobs table plays this part.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_id", sa.ForeignKey("sources.id"), nullable=False),
+    sa.Column("run_id", sa.ForeignKey("runs.id"), nullable=False, unique=True),
+    # queued, running, done, failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("queued_at", TS, nullable=False),
+    sa.Column("started_at", TS),
+    sa.Column("heartbeat_at", TS),
+    sa.Column("finished_at", TS),
+    sa.Column("worker", sa.String(200)),
+    sa.Index("ix_jobs_status", "status", "id"),
+    # Never two running jobs of one source.
+    sa.Index(
+        "uq_jobs_running_source",
+        "source_id",
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
+)
+
+# At most one waiting (queued) run per source, whichever queue holds its job.
+sa.Index(
+    "uq_runs_queued_source",
+    runs.c.source_id,
+    unique=True,
+    sqlite_where=sa.text("status = 'queued'"),
+    postgresql_where=sa.text("status = 'queued'"),
+)

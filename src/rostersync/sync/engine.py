@@ -172,13 +172,33 @@ def sync(
     source = _load_source(engine, source_name)
     run_id = start_run(engine, source.id, trigger, requested_by)
     logger.info("Run %s of source %s started (%s).", run_id, source.id, trigger)
+    return execute(engine, run_id, dry_run=dry_run, progress=progress, checkpoint=checkpoint)
+
+
+def execute(
+    engine: sa.Engine,
+    run_id: int,
+    *,
+    dry_run: bool = False,
+    progress: Progress = no_progress,
+    fetch_progress: Callable[[str, int], None] | None = None,
+    checkpoint: apply_stage.Checkpoint = apply_stage.no_checkpoint,
+) -> RunResult:
+    """Fetch and process a run already recorded — by :func:`sync`, or queued by the job runner
+    and marked running by the worker that took it. Errors end up on the run, never raised."""
+    with engine.connect() as conn:
+        source_id = conn.execute(sa.select(runs.c.source_id).where(runs.c.id == run_id)).scalar()
+    if source_id is None:
+        raise NotFound(f"There is no run {run_id}.")
     try:
+        source = _source_by_id(engine, int(source_id))
         progress("fetch", {})
         feed = fetch_stage.fetch(
             source.kind,
             source.config,
             FetchContext(
-                cursor=source.cursor, progress=lambda what, n: progress("fetch", {what: n})
+                cursor=source.cursor,
+                progress=fetch_progress or (lambda what, n: progress("fetch", {what: n})),
             ),
         )
     except RosterError as exc:
@@ -468,4 +488,4 @@ def discard(engine: sa.Engine, run_id: int, *, by: str | None = None) -> RunResu
     )
 
 
-__all__ = ["RunResult", "SafetyHold", "approve", "discard", "process", "sync"]
+__all__ = ["RunResult", "SafetyHold", "approve", "discard", "execute", "process", "sync"]
