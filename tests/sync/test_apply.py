@@ -129,7 +129,7 @@ def test_apply_writes_records_snapshot_id_map_and_changes(world: World) -> None:
     assert len(changes) == 39
     assert {r["run_id"] for r in changes} == {run_id}
     assert {r["action"] for r in changes} == {"create"}
-    assert sum(p.changes.height for p in plans) == 39
+    assert sum(p.all_changes().height for p in plans) == 39
 
 
 def test_apply_archives_ends_updates_and_forgets_gone_records(world: World) -> None:

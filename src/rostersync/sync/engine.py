@@ -282,7 +282,7 @@ def process(
                 problems += entity_problems
                 result.warnings += plan.warnings
                 plans.append(plan)
-                progress("resolve", {entity: plan.changes.height})
+                progress("resolve", {entity: sum(plan.counts().values())})
             if problems:
                 raise InputError(problems)
             result.changes = {p.entity: p.counts() for p in plans if p.counts()}

@@ -109,7 +109,7 @@ class EntityPlan:
     update: pl.DataFrame
     #: ids to archive (or, for enrollments, to end)
     remove: pl.Series
-    #: the change log rows (CHANGE_SCHEMA)
+    #: the change log rows (CHANGE_SCHEMA) of everything but the creates; see create_changes
     changes: pl.DataFrame
     #: snapshot rows to write (``ext_id``, ``hash``, ``canonical_id``) and ext ids to drop
     snapshot_upsert: pl.DataFrame
@@ -123,10 +123,30 @@ class EntityPlan:
     warnings: list[Problem] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        if self.changes.height == 0:
-            return {}
-        grouped = self.changes.group_by("action").len()
-        return {str(a): int(n) for a, n in grouped.iter_rows()}
+        found = {"create": self.create.height} if self.create.height else {}
+        if self.changes.height:
+            grouped = self.changes.group_by("action").len()
+            found.update({str(a): int(n) for a, n in grouped.iter_rows()})
+        return found
+
+    def create_changes(self, offset: int = 0, length: int | None = None) -> pl.DataFrame:
+        """The change rows of the records this plan creates (``changes`` holds the others).
+
+        They are built when written, a slice at a time: on a first import they are most of the
+        run's changes, and holding them all as JSON at once would double the run's memory.
+        """
+        rows = self.create.slice(offset, length)
+        return rows.select(
+            pl.lit(self.entity).alias("entity"),
+            pl.col("id").alias("canonical_id"),
+            pl.lit("create").alias("action"),
+            pl.lit(None, dtype=pl.Utf8).alias("before"),
+            _encode(rows, CANONICAL[self.entity]).alias("after"),
+        )
+
+    def all_changes(self) -> pl.DataFrame:
+        """Every change row of the plan, creates first."""
+        return pl.concat([self.create_changes(), self.changes], how="vertical_relaxed")
 
 
 @dataclass
@@ -490,12 +510,6 @@ def plan_entity(
     changes = (
         pl.concat(
             [
-                create_rows.select(
-                    pl.col("id").alias("canonical_id"),
-                    pl.lit("create").alias("action"),
-                    pl.lit(None, dtype=pl.Utf8).alias("before"),
-                    _encode(create_rows, columns).alias("after"),
-                ),
                 updates,
                 remove_changes,
             ],
@@ -688,12 +702,6 @@ def _plan_enrollments(
     changes = (
         pl.concat(
             [
-                create_rows.select(
-                    pl.col("id").alias("canonical_id"),
-                    pl.lit("create").alias("action"),
-                    pl.lit(None, dtype=pl.Utf8).alias("before"),
-                    _encode(create_rows, columns).alias("after"),
-                ),
                 role_changed.select(
                     "canonical_id",
                     pl.lit("update").alias("action"),
@@ -729,9 +737,8 @@ def _plan_enrollments(
             keep_changed.select("ext_id", "hash", "canonical_id"),
         ]
     )
-    mapping = pl.concat(
-        [touched.select("ext_id", "canonical_id"), unchanged.select("ext_id", "canonical_id")]
-    )
+    # Nothing refers to enrollments, so no mapping of them is kept.
+    mapping = pl.DataFrame(schema={"ext_id": pl.Utf8(), "canonical_id": pl.Int64()})
     return EntityPlan(
         entity="enrollment",
         create=create_rows,
