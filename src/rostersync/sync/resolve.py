@@ -461,6 +461,8 @@ def plan_entity(
     # longer has is reported even when the record itself did not change; only the rows this
     # run writes need their references resolved.
     incoming = pl.concat([new.drop("matched_by"), d.changed], how="diagonal_relaxed")
+    # The diff's copies are not needed any more; on a first import they are the whole feed.
+    d.new, d.changed, new = d.new.clear(), d.changed.clear(), new.clear()
     incoming, ref_problems, ref_warnings = map_references(ctx, entity, incoming, mappings)
     problems += ref_problems
     warnings += ref_warnings
@@ -474,6 +476,8 @@ def plan_entity(
         incoming = incoming.with_columns(pl.col(target).cast(pl.Int64))
 
     if entity == "enrollment":
+        # Enrollments are written by canonical references only: drop the external ones early.
+        incoming = incoming.drop("section_ext_id", "person_ext_id", LINE)
         plan = _plan_enrollments(conn, ctx, d, incoming, unchanged)
         plan.warnings = warnings
         return plan, problems
