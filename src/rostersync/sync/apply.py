@@ -47,9 +47,7 @@ def write_changes(
             written += _copy_create_changes(conn, run_id, plan)
         else:
             for offset in range(0, plan.create.height, CHANGE_SLICE):
-                written += _insert_changes(
-                    conn, run_id, plan.create_changes(offset, CHANGE_SLICE)
-                )
+                written += _insert_changes(conn, run_id, plan.create_changes(offset, CHANGE_SLICE))
         written += _insert_changes(conn, run_id, plan.changes)
     return written
 
