@@ -30,6 +30,19 @@ class FetchContext:
     progress: Progress = no_progress
 
 
+@dataclass(frozen=True)
+class Check:
+    """One step of a connection test (``rostersync source test``): what was tried, and how it
+    went, in words an admin can act on."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail}
+
+
 class Source(Protocol):
     """A configured connector for one source."""
 
@@ -71,4 +84,4 @@ def build(kind: str, config: Mapping[str, str]) -> Source:
 
 
 def _load_builtin() -> None:
-    from rostersync.sources import csv_simple, oneroster_csv  # noqa: F401
+    from rostersync.sources import csv_simple, google_classroom, oneroster_csv  # noqa: F401

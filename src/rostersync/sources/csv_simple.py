@@ -1,8 +1,9 @@
 """The ``csv`` connector: the simple roster file a district keeps by hand or in a Google Sheet.
 
-One row per (section, student), read from a local file or an https URL (a sheet published to the
-web as CSV), and turned into a full :class:`Feed`. Headers are matched loosely and every problem
-in the file is reported at once, by line and column, so an admin can fix the file in one pass.
+One row per (section, student), read from a local file, an https URL (a sheet published to the
+web as CSV) or a Google Sheet through the Sheets API, and turned into a full :class:`Feed`.
+Headers are matched loosely and every problem in the file is reported at once, by line and
+column, so an admin can fix the file in one pass.
 """
 
 from __future__ import annotations
@@ -18,19 +19,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 import httpx
 import polars as pl
 
 from rostersync.domain.feed import LINE, SCHEMAS, Entity, Feed
 from rostersync.errors import ConfigError, InputError, Problem, SourceError
-from rostersync.sources.base import FetchContext, Progress, no_progress, register
+from rostersync.sources import google_api
+from rostersync.sources.base import Check, FetchContext, Progress, no_progress, register
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCHOOL = "Default school"
+#: The range of a Google Sheet read when the source names none: columns A to Z of the first tab.
+DEFAULT_RANGE = "A:Z"
+SHEETS = "Google Sheets API"
 
 #: Accepted headers per field, most specific first. Matching ignores case, spaces, underscores,
 #: hyphens, dots and parentheses, so "Teacher E-mail" and "teacher_email" are the same header.
@@ -129,28 +134,41 @@ def _key(text: str) -> str:
 
 @dataclass
 class CsvSource:
-    """A roster file at a local ``path`` or an https ``url``; each fetch reads the whole file."""
+    """A roster file at a local ``path``, an https ``url`` or a Google ``sheet``; each fetch
+    reads the whole roster."""
 
     path: str | None = None
     url: str | None = None
     school: str = DEFAULT_SCHOOL
+    #: A Google Sheet read through the Sheets API: its id, range, and the credentials to use.
+    sheet: str | None = None
+    range: str = DEFAULT_RANGE
+    credentials: str | None = None
+    subject: str | None = None
+    api_endpoint: str | None = None
     timeout: float = 30.0
     attempts: int = 4
     backoff: float = 1.0
     max_delay: float = 60.0
     #: Injected by tests so retries do not really wait.
     sleep: Callable[[float], None] = time.sleep
+    refresh_token: str | None = None
+    #: Waits of the Sheets API client (None: real waits); injected by tests.
+    sheet_sleep: Callable[[float], None] | None = None
     kind: str = field(default="csv", init=False)
     mode: Literal["full", "delta", "either"] = field(default="full", init=False)
 
     def __post_init__(self) -> None:
-        if bool(self.path) == bool(self.url):
+        if sum(bool(x) for x in (self.path, self.url, self.sheet)) != 1:
             raise ConfigError(
-                "A csv source needs exactly one of 'path' (a file on this server) or 'url' "
-                "(an https link, such as a Google Sheet published as CSV)."
+                "A csv source needs exactly one of 'path' (a file on this server), 'url' "
+                "(an https link, such as a Google Sheet published as CSV) or 'sheet' (a Google "
+                "Sheet's id, read with the source's credentials)."
             )
         if self.url:
             _check_url(self.url)
+        if self.sheet:
+            self._sheet_settings()
         if not self.school.strip():
             raise ConfigError(
                 "The csv source's 'school' setting is empty; leave it out or name one."
@@ -158,6 +176,8 @@ class CsvSource:
 
     @property
     def origin(self) -> str:
+        if self.sheet:
+            return f"Google Sheet {self.sheet} {self.range}"
         return self.path or self.url or ""
 
     @property
@@ -169,6 +189,10 @@ class CsvSource:
         return PurePosixPath(parts.path).name or parts.hostname or "download"
 
     def fetch(self, context: FetchContext) -> Feed:
+        if self.sheet:
+            feed = self._read_sheet(context.progress)
+            feed.origin = self.origin
+            return feed
         data = self._read_file() if self.path else self._download()
         feed = read_roster(
             data, file=self.file_label, default_school=self.school, progress=context.progress
@@ -236,15 +260,124 @@ class CsvSource:
             "The next run will try again; if this persists, check the link opens in a browser."
         )
 
+    def check(self) -> list[Check]:
+        """Read and parse the roster once, as a sync would, and say what was found."""
+        try:
+            feed = self.fetch(FetchContext())
+        except InputError as exc:
+            return [Check("read", True, "The roster was read."), Check("parse", False, str(exc))]
+        except SourceError as exc:
+            return [Check("read", False, str(exc))]
+        counts = feed.counts()
+        return [
+            Check(
+                "read",
+                True,
+                f"The roster has {counts['person']} people in {counts['section']} classes.",
+            )
+        ]
+
+    # The Sheets API --------------------------------------------------------------------------
+
+    def _sheet_settings(self) -> tuple[google_api.ServiceAccountKey | google_api.OAuthClient, Any]:
+        if not self.credentials:
+            raise ConfigError(
+                "A csv source reading a Google Sheet needs 'credentials': a service account key "
+                "file (share the sheet with its email) or an OAuth client with a refresh token."
+            )
+        key = google_api.parse_credentials(self.credentials)
+        return key, google_api.Endpoints.from_setting(self.api_endpoint)
+
+    def _read_sheet(self, progress: Progress) -> Feed:
+        assert self.sheet is not None
+        key, endpoints = self._sheet_settings()
+        credentials = google_api.make_credentials(
+            key,
+            scopes=google_api.SHEETS_SCOPES,
+            endpoints=endpoints,
+            subject=self.subject,
+            refresh_token=self.refresh_token,
+        )
+        url = (
+            f"{endpoints.sheets}/v4/spreadsheets/{quote(self.sheet, safe='')}/values/"
+            f"{quote(self.range, safe='')}"
+        )
+        with google_api.GoogleApi(credentials, subject=self.subject, sleep=self.sheet_sleep) as api:
+            try:
+                body = api.get(
+                    url,
+                    {"majorDimension": "ROWS", "valueRenderOption": "FORMATTED_VALUE"},
+                    api=SHEETS,
+                )
+            except google_api.GoogleApiError as exc:
+                raise SourceError(self._sheet_refusal(exc.error, key)) from None
+        assert body is not None
+        tab, first_row = _range_start(str(body.get("range") or self.range))
+        values = body.get("values") or []
+        if not isinstance(values, list):
+            raise SourceError(f"The {SHEETS} answered without a list of values for {self.range}.")
+        return read_rows(
+            values,
+            file=f"Google Sheet {tab!r}" if tab else "Google Sheet",
+            default_school=self.school,
+            progress=progress,
+            first_line=first_row,
+        )
+
+    def _sheet_refusal(
+        self,
+        error: google_api.GoogleError,
+        key: google_api.ServiceAccountKey | google_api.OAuthClient,
+    ) -> str:
+        said = f"(HTTP {error.status}{': ' + error.message if error.message else ''})"
+        if error.mentions("SERVICE_DISABLED", "accessNotConfigured"):
+            return google_api.explain(SHEETS, error)
+        if error.status in (403, 404):
+            who = (
+                f"the service account {key.client_email}"
+                if isinstance(key, google_api.ServiceAccountKey) and not self.subject
+                else f"{self.subject or 'the account that gave consent'}"
+            )
+            return (
+                f"The Google Sheet {self.sheet} cannot be opened by {who} {said}. Check the "
+                "sheet id (the part of the sheet's address after /d/) and share the sheet with "
+                "that account (Viewer is enough)."
+            )
+        if error.status == 400:
+            return (
+                f"The range {self.range!r} is not valid in the Google Sheet {self.sheet} {said}. "
+                "Use A1 notation with the tab's exact name, like Roster!A:M."
+            )
+        return google_api.explain(SHEETS, error)
+
 
 @register("csv")
 def create(settings: Mapping[str, str]) -> CsvSource:
-    """Build a csv source from its settings: ``path`` or ``url``, and optional ``school``."""
+    """Build a csv source from its settings: ``path``, ``url`` or ``sheet`` (with ``range``,
+    ``credentials``, ``subject``, ``api_endpoint``), and optional ``school``."""
     return CsvSource(
         path=settings.get("path") or None,
         url=settings.get("url") or None,
         school=settings.get("school") or DEFAULT_SCHOOL,
+        sheet=(settings.get("sheet") or "").strip() or None,
+        range=(settings.get("range") or "").strip() or DEFAULT_RANGE,
+        credentials=settings.get("credentials") or None,
+        subject=(settings.get("subject") or "").strip() or None,
+        api_endpoint=(settings.get("api_endpoint") or "").strip() or None,
+        refresh_token=(settings.get("refresh_token") or "").strip() or None,
     )
+
+
+def _range_start(a1: str) -> tuple[str | None, int]:
+    """The tab and first row of an A1 range as the API returns it (``'My tab'!B3:F20``)."""
+    tab, sep, cells = a1.rpartition("!")
+    if not sep:
+        tab, cells = "", a1
+    tab = tab.strip()
+    if tab.startswith("'") and tab.endswith("'"):
+        tab = tab[1:-1].replace("''", "'")
+    match = re.match(r"^[A-Za-z]*(\d+)", cells.split(":")[0])
+    return tab or None, int(match.group(1)) if match else 1
 
 
 def _check_url(url: str) -> None:
@@ -324,7 +457,39 @@ def read_roster(
         raise InputError(problems)
     reader = _RosterReader(file, default_school, progress, bad_lines)
     reader.problems.extend(problems)
-    return reader.read(text)
+    return reader.read(_records(text, _sniff_delimiter(text), file, reader.problems))
+
+
+def read_rows(
+    rows: Sequence[Sequence[object]],
+    *,
+    file: str,
+    default_school: str = DEFAULT_SCHOOL,
+    progress: Progress = no_progress,
+    first_line: int = 1,
+) -> Feed:
+    """Parse a roster given as rows of cells (a sheet's values) like a file's lines.
+
+    Row ``i`` (from 0) is reported as line ``first_line + i``: the sheet's row number when
+    ``first_line`` is the first row of the range. Rows shorter than the header are padded with
+    empty cells, as the Sheets API leaves out a row's trailing empty cells.
+    """
+    reader = _RosterReader(file, default_school, progress, set(), cells=True)
+    return reader.read(_cell_records(rows, first_line))
+
+
+def _cell_records(rows: Sequence[Sequence[object]], first_line: int) -> Iterator[_Record]:
+    width: int | None = None
+    for offset, row in enumerate(rows):
+        cells = ["" if cell is None else str(cell) for cell in row]
+        if not any(c.strip() for c in cells):
+            continue
+        if width is None:
+            width = len(cells)
+        elif len(cells) < width:
+            cells += [""] * (width - len(cells))
+        line = first_line + offset
+        yield _Record(line, line, cells)
 
 
 def _decode(data: bytes, file: str) -> tuple[str | None, list[Problem], set[int]]:
@@ -453,8 +618,15 @@ class _RosterReader:
     """One pass over the file: validate every row, then build the frames from the good rows."""
 
     def __init__(
-        self, file: str, default_school: str, progress: Progress, bad_lines: set[int]
+        self,
+        file: str,
+        default_school: str,
+        progress: Progress,
+        bad_lines: set[int],
+        cells: bool = False,
     ) -> None:
+        #: Rows come as cells (a sheet), not as delimited text.
+        self.cells = cells
         self.file = file
         self.default_school = _collapse(default_school)
         self.progress = progress
@@ -478,8 +650,7 @@ class _RosterReader:
         column = self.header[self.columns[field_name]] if field_name in self.columns else None
         self.problems.append(Problem(message, self.file, line, column, record_id, fix))
 
-    def read(self, text: str) -> Feed:
-        records = _records(text, _sniff_delimiter(text), self.file, self.problems)
+    def read(self, records: Iterator[_Record]) -> Feed:
         header_record = next(records, None)
         if header_record is None:
             self.problem(
@@ -591,7 +762,12 @@ class _RosterReader:
                     self.problem(
                         f"The row has {len(cells)} fields but the header has {width}.",
                         record.line,
-                        fix="A value probably contains the delimiter: put that value in "
+                        fix=(
+                            "Clear the cells right of the last headed column, or give that "
+                            f"column a header in row {header_line}."
+                        )
+                        if self.cells
+                        else "A value probably contains the delimiter: put that value in "
                         "double quotes, or remove the extra field. The header is line "
                         f"{header_line}.",
                     )

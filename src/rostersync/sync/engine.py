@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rostersync import secrets
 from rostersync.domain.feed import ENTITIES, Entity, Feed
 from rostersync.errors import InputError, NotFound, Problem, RosterError, SafetyHold
 from rostersync.sources.base import FetchContext
@@ -175,6 +176,13 @@ def sync(
     return execute(engine, run_id, dry_run=dry_run, progress=progress, checkpoint=checkpoint)
 
 
+def _reveal(engine: sa.Engine, config: dict[str, Any]) -> dict[str, Any]:
+    """The settings in clear for building the connector: secret ones are stored encrypted."""
+    if not secrets.has_secrets(config):
+        return config
+    return secrets.keyring(engine.url).decrypt(config)
+
+
 def execute(
     engine: sa.Engine,
     run_id: int,
@@ -195,7 +203,7 @@ def execute(
         progress("fetch", {})
         feed = fetch_stage.fetch(
             source.kind,
-            source.config,
+            _reveal(engine, source.config),
             FetchContext(
                 cursor=source.cursor,
                 progress=fetch_progress or (lambda what, n: progress("fetch", {what: n})),
