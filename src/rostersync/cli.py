@@ -191,7 +191,7 @@ def source() -> None:
 @source.command("add")
 @click.argument("name")
 @click.option("--district", "district_name", required=True)
-@click.option("--kind", required=True, help="csv or oneroster-csv.")
+@click.option("--kind", required=True, help="csv, oneroster-csv or google.")
 @click.option(
     "--set",
     "pairs",
@@ -222,6 +222,52 @@ def source_set(obj: Context, name: str, pairs: tuple[str, ...]) -> None:
     with _user_errors():
         service.update_source(obj.engine, name, _settings(pairs))
     click.echo(f"Source {name!r} updated.")
+
+
+@source.command("test")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def source_test(obj: Context, name: str, as_json: bool) -> None:
+    """Test a source's connection without syncing. Exit 0 when every check passes, else 1."""
+    with _user_errors():
+        checks = service.check_source(obj.engine, name)
+    passed = all(c["ok"] for c in checks)
+    if as_json:
+        _print_json({"source": name, "ok": passed, "checks": checks})
+    else:
+        for check in checks:
+            click.echo(f"{'ok  ' if check['ok'] else 'FAIL'}  {check['check']}: {check['detail']}")
+    if not passed:
+        sys.exit(1)
+
+
+@source.command("google-consent")
+@click.argument("name")
+@click.option("--code", default=None, help="The code from the consent page (else asked for).")
+@click.option(
+    "--redirect-uri",
+    default="http://127.0.0.1",
+    show_default=True,
+    help="The redirect address registered for the OAuth client.",
+)
+@click.pass_obj
+def source_google_consent(obj: Context, name: str, code: str | None, redirect_uri: str) -> None:
+    """Grant a Google source an administrator's read-only access (OAuth consent)."""
+    with _user_errors():
+        url = service.google_consent_url(obj.engine, name, redirect_uri)
+        if code is None:
+            click.echo("1. Open this address as a domain administrator and approve the access:")
+            click.echo(f"\n   {url}\n")
+            click.echo(
+                "2. The browser then goes to an address starting with "
+                f"{redirect_uri} that does not load; copy that whole address (or its code=…)."
+            )
+            code = click.prompt("3. Paste it here")
+        service.complete_google_consent(obj.engine, name, code, redirect_uri)
+    click.echo(
+        f"Consent stored for source {name!r}. Check it with `rostersync source test {name}`."
+    )
 
 
 @source.command("list")
@@ -682,6 +728,61 @@ def worker(obj: Context, concurrency: int, heartbeat: float, abandon_after: floa
     pool.stop()
 
 
+def _fresh_demo_store(ctx: click.Context, folder: Path) -> sa.Engine:
+    """A new SQLite store in the demo folder (unless --database-url names another)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    database = folder / "demo.sqlite"
+    obj: Context = ctx.obj
+    if obj.url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        obj.url = f"sqlite:///{database}"
+    return obj.engine
+
+
+def _demo_district(
+    engine: sa.Engine, folder: Path, step: Callable[[str], None], show: bool = True
+) -> None:
+    """The demo district: a OneRoster SIS export and a clubs sheet, a student the extension saw
+    first, and day two's export with a withdrawal, a new student and a renamed section."""
+    from rostersync import demo as demo_data
+
+    def report(result: sync_engine.RunResult) -> None:
+        if show:
+            _summary(result)
+
+    demo_data.write_oneroster(folder / "sis-day1")
+    demo_data.write_oneroster(folder / "sis-day2", day=2)
+    demo_data.write_clubs_csv(folder / "clubs.csv")
+    service.add_district(engine, "Lincoln Unified", "America/Chicago")
+    service.add_source(
+        engine, "sis", "Lincoln Unified", "oneroster-csv", {"path": str(folder / "sis-day1")}
+    )
+    service.add_source(
+        engine, "clubs", "Lincoln Unified", "csv", {"path": str(folder / "clubs.csv")}
+    )
+    step("The extension sees a student no roster names yet")
+    seen = service.record_sighting(
+        engine,
+        "Lincoln Unified",
+        email="visitor@lincoln.example.org",
+        name="Vera Visitor",
+        device="chromebook-17",
+    )
+    if show:
+        click.echo(seen)
+    step("First import of the SIS export (OneRoster 1.1 CSV)")
+    report(sync_engine.sync(engine, "sis"))
+    step("The same export again: nothing changes")
+    report(sync_engine.sync(engine, "sis"))
+    step("The clubs sheet (simple CSV): known students are matched, the visitor is attached")
+    report(sync_engine.sync(engine, "clubs"))
+    step("Day two: one student withdrawn, one new, one class renamed (dry run first)")
+    service.update_source(engine, "sis", {"path": str(folder / "sis-day2")})
+    report(sync_engine.sync(engine, "sis", dry_run=True))
+    report(sync_engine.sync(engine, "sis"))
+
+
 @main.command()
 @click.option(
     "--dir",
@@ -694,57 +795,230 @@ def worker(obj: Context, concurrency: int, heartbeat: float, abandon_after: floa
 @click.pass_context
 def demo(ctx: click.Context, folder: Path) -> None:
     """Build a demo district on a fresh SQLite store and sync it, showing each step."""
-    from rostersync import demo as demo_data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    database = folder / "demo.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
-    obj: Context = ctx.obj
-    obj.url = obj.url or f"sqlite:///{database}"
-    engine = obj.engine
-    demo_data.write_oneroster(folder / "sis-day1")
-    demo_data.write_oneroster(folder / "sis-day2", day=2)
-    demo_data.write_clubs_csv(folder / "clubs.csv")
 
     def step(title: str) -> None:
         click.secho(f"\n== {title}", bold=True)
 
     with _user_errors():
-        service.add_district(engine, "Lincoln Unified", "America/Chicago")
-        service.add_source(
-            engine, "sis", "Lincoln Unified", "oneroster-csv", {"path": str(folder / "sis-day1")}
-        )
-        service.add_source(
-            engine, "clubs", "Lincoln Unified", "csv", {"path": str(folder / "clubs.csv")}
-        )
-        step("The extension sees a student no roster names yet")
-        click.echo(
-            service.record_sighting(
-                engine,
-                "Lincoln Unified",
-                email="visitor@lincoln.example.org",
-                name="Vera Visitor",
-                device="chromebook-17",
-            )
-        )
-        step("First import of the SIS export (OneRoster 1.1 CSV)")
-        _summary(sync_engine.sync(engine, "sis"))
-        step("The same export again: nothing changes")
-        _summary(sync_engine.sync(engine, "sis"))
-        step("The clubs sheet (simple CSV): known students are matched, the visitor is attached")
-        _summary(sync_engine.sync(engine, "clubs"))
-        step("Day two: one student withdrawn, one new, one class renamed (dry run first)")
-        service.update_source(engine, "sis", {"path": str(folder / "sis-day2")})
-        _summary(sync_engine.sync(engine, "sis", dry_run=True))
-        _summary(sync_engine.sync(engine, "sis"))
+        engine = _fresh_demo_store(ctx, folder)
+        _demo_district(engine, folder, step)
         step("Export of the canonical roster (OneRoster 1.1 CSV)")
         counts = service.export_oneroster(engine, "Lincoln Unified", folder / "export")
         click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
     click.echo(
-        f"\nThe demo store is {database}; try `rostersync --database-url "
-        f"sqlite:///{database} runs sis`."
+        f"\nThe demo store is {folder / 'demo.sqlite'}; try `rostersync --database-url "
+        f"sqlite:///{folder / 'demo.sqlite'} runs sis`, or `rostersync serve --demo`."
     )
+
+
+# The web app ----------------------------------------------------------------------------------
+
+
+def _demo_accounts(engine: sa.Engine) -> list[tuple[str, str, str]]:
+    """Demo accounts with fresh random passwords: (role, email, password)."""
+    import secrets as secrets_module
+
+    from rostersync.jobs import schedules
+    from rostersync.web import accounts
+
+    schedules.set_schedule(engine, "sis", "nightly@02:30")
+    service.record_sighting(
+        engine,
+        "Lincoln Unified",
+        email="new.kid@lincoln.example.org",
+        name="Nico Newkid",
+        device="chromebook-42",
+    )
+    made = []
+    for role, email, schools in (
+        ("district-admin", "admin@lincoln.example.org", ()),
+        ("school-admin", "principal@lincoln.example.org", ("Lincoln High School",)),
+        ("teacher", "teacher1@lincoln.example.org", ()),
+    ):
+        password = secrets_module.token_urlsafe(9)
+        accounts.add_user(
+            engine, email, "Lincoln Unified", role, schools_named=schools, password=password
+        )
+        made.append((role, email, password))
+    return made
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", "with_demo", is_flag=True, help="Serve a fresh demo district.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="With --demo: where the demo store and files go.",
+)
+@click.option(
+    "--jobs/--no-jobs",
+    default=True,
+    show_default=True,
+    help="Run the scheduler and sync workers in this process.",
+)
+@click.option("--workers", default=2, show_default=True, help="Sync worker threads (embedded).")
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Proxies trusted for X-Forwarded-Proto/For (https detection for Secure cookies).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    with_demo: bool,
+    folder: Path,
+    jobs: bool,
+    workers: int,
+    forwarded_allow_ips: str,
+) -> None:
+    """Serve the web app and the API (and, by default, run schedules and syncs here too)."""
+    import uvicorn
+
+    from rostersync.web.app import Settings, create_app, uploads_beside
+
+    obj: Context = ctx.obj
+    with _user_errors():
+        if with_demo:
+            click.echo("Building the demo district…", err=True)
+            engine = _fresh_demo_store(ctx, folder)
+            _demo_district(engine, folder, lambda title: None, show=False)
+            made = _demo_accounts(engine)
+        else:
+            engine = obj.engine
+            made = []
+    settings = Settings(uploads=uploads_beside(engine), run_jobs=jobs, workers=workers)
+    app = create_app(engine, settings)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"Serving on http://{shown_host}:{port}/  (Ctrl-C stops)", err=True)
+    for role, email, password in made:
+        click.echo(f"  {role:<15} {email:<32} password: {password}")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level="info" if logging.getLogger().level <= logging.INFO else "warning",
+    )
+
+
+@main.group()
+def user() -> None:
+    """Accounts of the web app."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--district", "district_name", required=True)
+@click.option(
+    "--role",
+    type=click.Choice(["district-admin", "school-admin", "teacher"]),
+    required=True,
+)
+@click.option("--school", "schools", multiple=True, help="A school admin's school (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def user_add(
+    obj: Context,
+    email: str,
+    district_name: str,
+    role: str,
+    schools: tuple[str, ...],
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Add an account. Without --password-stdin it signs in only with a one-time link."""
+    from rostersync.web import accounts
+
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with _user_errors():
+        ident = accounts.add_user(
+            obj.engine, email, district_name, role, schools_named=schools, password=password
+        )
+    if as_json:
+        _print_json({"user": ident, "email": email.strip().lower(), "role": role})
+    else:
+        click.echo(f"Account {ident} ({role}) added for {email.strip().lower()}.")
+
+
+@main.group()
+def token() -> None:
+    """Personal API tokens (sent as `Authorization: Bearer …`)."""
+
+
+@token.command("create")
+@click.argument("email")
+@click.option("--name", default=None, help="What the token is for.")
+@click.pass_obj
+def token_create(obj: Context, email: str, name: str | None) -> None:
+    """Create a token with the account's permissions; it is printed once, only its hash kept."""
+    from rostersync.web import accounts, auth
+
+    with _user_errors():
+        user_id = accounts.user_id_by_email(obj.engine, email)
+        token_id, secret = auth.create_token(obj.engine, user_id, name)
+    click.echo(f"Token {token_id}: {secret}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@click.pass_obj
+def token_revoke(obj: Context, token_id: int) -> None:
+    """Revoke a token by its id."""
+    from rostersync.web import auth
+
+    with _user_errors():
+        auth.revoke_token(obj.engine, token_id)
+    click.echo(f"Token {token_id} revoked.")
+
+
+@main.group("extension-key")
+def extension_key() -> None:
+    """Keys the browser extension uses for one district."""
+
+
+@extension_key.command("create")
+@click.argument("district_name", metavar="DISTRICT")
+@click.option("--name", default="extension", show_default=True)
+@click.pass_obj
+def extension_key_create(obj: Context, district_name: str, name: str) -> None:
+    """Create a key; it is printed once, only its hash kept."""
+    from rostersync.web import extension
+
+    with _user_errors(), obj.engine.begin() as conn:
+        key_id, key = extension.create_key(
+            conn, service.district_id(conn, district_name), name, "cli"
+        )
+    click.echo(f"Extension key {key_id}: {key}")
+
+
+@extension_key.command("revoke")
+@click.argument("key_id", type=int)
+@click.pass_obj
+def extension_key_revoke(obj: Context, key_id: int) -> None:
+    """Revoke a key by its id."""
+    from rostersync.store.schema import extension_keys
+    from rostersync.web import extension
+
+    with _user_errors(), obj.engine.begin() as conn:
+        district = conn.execute(
+            sa.select(extension_keys.c.district_id).where(extension_keys.c.id == key_id)
+        ).scalar()
+        if district is None:
+            _fail(f"There is no extension key {key_id}.")
+        extension.revoke_key(conn, int(district), key_id)
+    click.echo(f"Extension key {key_id} revoked.")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rostersync.errors import ConfigError, NotFound
-from rostersync.sources import base
+from rostersync import secrets
+from rostersync.errors import ConfigError, NotFound, RosterError
+from rostersync.sources import base, google_api
 from rostersync.store import bulk, db
 from rostersync.store.schema import (
     changes,
@@ -33,8 +34,6 @@ from rostersync.store.schema import (
 )
 
 logger = logging.getLogger(__name__)
-
-SECRET_KEYS = ("password", "secret", "token", "key", "credentials")
 
 
 def open_store(url: str | None = None, *, migrate: bool = True) -> sa.Engine:
@@ -93,10 +92,28 @@ def list_districts(engine: sa.Engine) -> list[dict[str, Any]]:
 # Sources ------------------------------------------------------------------------------------
 
 
+def _seal(engine: sa.Engine, config: Mapping[str, str]) -> dict[str, str]:
+    """The settings as stored: secret ones encrypted (the key is only needed when there are)."""
+    if not any(secrets.is_secret(k) and v for k, v in config.items()):
+        return dict(config)
+    return secrets.keyring(engine.url).encrypt(config)
+
+
+def reveal(engine: sa.Engine, config: Mapping[str, Any]) -> dict[str, str]:
+    """A source's stored settings in clear, to build its connector; never store the result."""
+    if not secrets.has_secrets(config):
+        return {k: str(v) for k, v in config.items()}
+    return secrets.keyring(engine.url).decrypt(config)
+
+
 def add_source(
     engine: sa.Engine, name: str, district: str, kind: str, config: Mapping[str, str]
 ) -> int:
+    """Add a source. A setting naming a key file (``credentials``) is read now, and secret
+    settings are stored encrypted."""
+    config = secrets.read_files(config)
     base.build(kind, config)  # validates the kind and its settings
+    config = _seal(engine, config)
     with engine.begin() as conn:
         ident = district_id(conn, district)
         if conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first():
@@ -120,9 +137,65 @@ def update_source(engine: sa.Engine, name: str, config: Mapping[str, str]) -> No
         row = conn.execute(sa.select(sources).where(sources.c.name == name)).first()
         if row is None:
             raise NotFound(f"There is no source named {name!r}.")
-        merged = {**dict(row.config or {}), **config}
+        merged = {**reveal(engine, row.config or {}), **secrets.read_files(config)}
         base.build(row.kind, merged)
-        conn.execute(sources.update().where(sources.c.id == row.id).values(config=merged))
+        conn.execute(
+            sources.update().where(sources.c.id == row.id).values(config=_seal(engine, merged))
+        )
+
+
+def _source_row(engine: sa.Engine, name: str) -> Any:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sources).where(sources.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"There is no source named {name!r}. `rostersync source list` shows them.")
+    return row
+
+
+def check_source(engine: sa.Engine, name: str) -> list[dict[str, object]]:
+    """Try a source's connection without syncing: each check says ok, or what to fix."""
+    row = _source_row(engine, name)
+    try:
+        connector = base.build(row.kind, reveal(engine, row.config or {}))
+    except RosterError as exc:
+        return [base.Check("settings", False, str(exc)).as_dict()]
+    check = getattr(connector, "check", None)
+    if check is None:
+        try:
+            counts = connector.fetch(base.FetchContext()).counts()
+        except RosterError as exc:
+            return [base.Check("read", False, str(exc)).as_dict()]
+        return [base.Check("read", True, f"Read {counts['person']} people.").as_dict()]
+    return [c.as_dict() for c in check()]
+
+
+def _oauth_client(engine: sa.Engine, name: str) -> tuple[Any, google_api.OAuthClient]:
+    row = _source_row(engine, name)
+    config = reveal(engine, row.config or {})
+    key = google_api.parse_credentials(config.get("credentials") or "{}")
+    if not isinstance(key, google_api.OAuthClient):
+        raise ConfigError(
+            f"The source {name!r} uses a service account, which needs no consent step. Consent "
+            "is for sources whose credentials are an OAuth client."
+        )
+    return config, key
+
+
+def google_consent_url(engine: sa.Engine, name: str, redirect_uri: str) -> str:
+    """The address where an admin grants a Google source read-only access."""
+    config, key = _oauth_client(engine, name)
+    endpoints = google_api.Endpoints.from_setting(config.get("api_endpoint") or None)
+    scopes = google_api.SHEETS_SCOPES if config.get("sheet") else google_api.CLASSROOM_SCOPES
+    return google_api.consent_url(key, endpoints, scopes, redirect_uri)
+
+
+def complete_google_consent(engine: sa.Engine, name: str, code: str, redirect_uri: str) -> None:
+    """Trade the consent code for a refresh token and store it (encrypted) on the source."""
+    config, key = _oauth_client(engine, name)
+    endpoints = google_api.Endpoints.from_setting(config.get("api_endpoint") or None)
+    token = google_api.exchange_code(key, endpoints, code, redirect_uri)
+    update_source(engine, name, {"refresh_token": token})
+    logger.info("Stored the administrator's consent for source %s.", name)
 
 
 def list_sources(engine: sa.Engine) -> list[dict[str, Any]]:
@@ -135,10 +208,7 @@ def list_sources(engine: sa.Engine) -> list[dict[str, Any]]:
         out = []
         for row in rows:
             item = dict(row._mapping)
-            item["config"] = {
-                k: ("•••" if any(s in k.lower() for s in SECRET_KEYS) else v)
-                for k, v in (item["config"] or {}).items()
-            }
+            item["config"] = secrets.mask(item["config"] or {})
             out.append(item)
         return out
 

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL = "sqlite:///rostersync.sqlite"
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; a store at this revision needs no migration run (and no Alembic import).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def resolve_url(url: str | None = None) -> str:

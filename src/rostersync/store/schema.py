@@ -317,3 +317,126 @@ sa.Index(
     sqlite_where=sa.text("status = 'queued'"),
     postgresql_where=sa.text("status = 'queued'"),
 )
+
+# The web app: accounts, sign-in, keys, class sessions and the audit log (docs/web.md) ---------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    # Trimmed and lower-cased; a teacher's account is linked to the synced teacher by it.
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # district-admin, school-admin or teacher
+    sa.Column("role", sa.String(16), nullable=False),
+    # argon2id; null for an account that signs in only by link or single sign-on.
+    sa.Column("password_hash", sa.String(200)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("disabled_at", TS),
+)
+
+user_schools = sa.Table(
+    "user_schools",
+    metadata,
+    sa.Column("user_id", sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("school_id", sa.Integer, primary_key=True),
+)
+
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    # SHA-256 of the cookie value, hex.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("last_seen_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("last_used_at", TS),
+    sa.Column("revoked_at", TS),
+)
+
+sign_in_links = sa.Table(
+    "sign_in_links",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_by", sa.Integer),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+)
+
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("failed_at", TS, nullable=False),
+    sa.Index("ix_sign_in_failures_email", "email", "failed_at"),
+    sa.Index("ix_sign_in_failures_address", "address", "failed_at"),
+)
+
+extension_keys = sa.Table(
+    "extension_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(320)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("last_used_at", TS),
+    sa.Column("revoked_at", TS),
+)
+
+# A Start Class: the section (or group) and the roster as it was when the class started.
+class_sessions = sa.Table(
+    "class_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.ForeignKey("districts.id"), nullable=False),
+    sa.Column("section_id", sa.Integer),
+    sa.Column("group_id", sa.Integer),
+    sa.Column("teacher_id", sa.Integer),
+    sa.Column("started_by", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("ended_at", TS),
+    sa.Index("ix_class_sessions_section", "section_id", "ended_at"),
+    sa.Index("ix_class_sessions_group", "group_id", "ended_at"),
+)
+
+class_session_members = sa.Table(
+    "class_session_members",
+    metadata,
+    sa.Column("class_session_id", sa.ForeignKey("class_sessions.id"), primary_key=True),
+    sa.Column("person_id", sa.Integer, primary_key=True),
+    sa.Index("ix_class_session_members_person", "person_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("district_id", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.Integer),
+    sa.Column("actor", sa.String(320)),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("details", sa.JSON),
+    sa.Column("at", TS, nullable=False),
+    sa.Index("ix_audit_log_district", "district_id", "id"),
+)
