@@ -7,8 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from rostersync.jobs import embedded
-from rostersync.store.schema import class_session_members, enrollments, people, runs
+from rostersync.store.schema import class_session_members, enrollments, people, runs, sections
 from tests.fakes import memory_source
+from tests.fakes.memory_source import district
 from tests.web.conftest import Site
 
 
@@ -180,3 +181,38 @@ def test_readiness_report(site: Site) -> None:
     assert [s["name"] for s in report["sections_without_teachers"]] == ["Study Hall"]
     elsewhere = site.client("school-admin-elsewhere").get("/api/v1/readiness").json()
     assert elsewhere["sections_without_teachers"] == [] and elsewhere["duplicate_emails"] == []
+
+
+def test_a_source_can_be_limited_to_chosen_schools_from_its_page(site: Site) -> None:
+    admin = site.client("district-admin")
+    page = admin.get(f"/rostering/sources/{site.ids['source']}")
+    assert page.status_code == 200
+    assert "Lincoln High" in page.text and 'name="schools"' in page.text
+
+    saved = admin.post(
+        f"/rostering/sources/{site.ids['source']}",
+        data={
+            "schools": "Jefferson Middle",
+            "sections": "",
+            "csrf_token": admin.headers["X-CSRF-Token"],
+        },
+    )
+    assert saved.status_code == 303
+    config = admin.get(f"/api/v1/sources/{site.ids['source']}").json()["config"]
+    assert config["schools"] == "Jefferson Middle"
+
+    def active_sections() -> list[str]:
+        query = (
+            sa.select(sections.c.name)
+            .where(sections.c.status == "active", sections.c.source_id == site.ids["source"])
+            .order_by(sections.c.name)
+        )
+        with site.store.connect() as conn:
+            return [str(name) for name in conn.execute(query).scalars()]
+
+    before = active_sections()
+    site.world.settings(safety_share=1.0)
+    result = site.world.sync(district())
+    assert result.status == "succeeded", result.held_reasons
+    active = active_sections()
+    assert len(before) == 3 and active == ["Art 7"]

@@ -209,6 +209,7 @@ def execute(
                 progress=fetch_progress or (lambda what, n: progress("fetch", {what: n})),
             ),
         )
+        feed = fetch_stage.limit_scope(feed, source.config)
     except RosterError as exc:
         return _failed(engine, run_id, exc)
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""Fetch: build a source's connector and read its feed; pack and unpack a feed for a held run."""
+"""Fetch: build a source's connector and read its feed, limit it to the schools and sections the
+admin chose, and pack and unpack a feed for a held run."""
 
 from __future__ import annotations
 
@@ -27,6 +28,70 @@ def fetch(kind: str, config: Mapping[str, Any], context: base.FetchContext) -> F
         raise
     except OSError as exc:
         raise SourceError(f"The source could not be read: {exc}.") from exc
+
+
+def _choices(value: Any) -> list[str]:
+    if not value:
+        return []
+    items = value if isinstance(value, list | tuple) else str(value).replace(";", ",").split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def limit_scope(feed: Feed, config: Mapping[str, Any]) -> Feed:
+    """Keep only the schools and sections named in the source's ``schools`` and ``sections``
+    settings (each a comma-separated list of the source's ids or names; empty means all).
+
+    Every source kind honours them, so the choice lives here rather than in each connector.
+    Sections of other schools, their enrollments, and people enrolled in none of the kept
+    sections (and not belonging to a kept school) are dropped. A delta feed's deletions are kept:
+    they only touch records the snapshot holds, which were in scope when synced. A name that
+    matches nothing is reported as a warning, since a typo would otherwise empty the sync.
+    """
+    schools = _choices(config.get("schools"))
+    chosen_sections = _choices(config.get("sections"))
+    if not schools and not chosen_sections:
+        return feed
+    frames = dict(feed.frames)
+    name_key = pl.col("name").str.strip_chars().str.to_lowercase()
+    kept_schools: list[str] = []
+    if schools:
+        wanted = [s.lower() for s in schools]
+        school = frames["school"].filter(pl.col("ext_id").is_in(schools) | name_key.is_in(wanted))
+        found = set(school["ext_id"].to_list()) | {n.lower() for n in school["name"].drop_nulls()}
+        for choice in schools:
+            if choice not in found and choice.lower() not in found:
+                feed.warnings.append(
+                    Problem(
+                        f"the school {choice!r} chosen for this source is not in its feed.",
+                        fix="Check the spelling in the source's settings, or clear the choice.",
+                    )
+                )
+        frames["school"] = school
+        # Ids named directly also count in a delta feed that does not list the school again.
+        kept_schools = sorted(set(school["ext_id"].to_list()) | set(schools))
+        frames["section"] = frames["section"].filter(pl.col("school_ext_id").is_in(kept_schools))
+    if chosen_sections:
+        wanted = [s.lower() for s in chosen_sections]
+        before = frames["section"]
+        frames["section"] = before.filter(
+            pl.col("ext_id").is_in(chosen_sections) | name_key.is_in(wanted)
+        )
+        if frames["section"].height == 0 and before.height:
+            feed.warnings.append(
+                Problem(
+                    "none of the sections chosen for this source is in its feed.",
+                    fix="Check the section ids or names in the source's settings.",
+                )
+            )
+    sections = frames["section"]["ext_id"]
+    enrollment = frames["enrollment"].filter(pl.col("section_ext_id").is_in(sections.implode()))
+    frames["enrollment"] = enrollment
+    enrolled = pl.col("ext_id").is_in(enrollment["person_ext_id"].implode())
+    if kept_schools:
+        enrolled = enrolled | pl.col("school_ext_id").is_in(kept_schools)
+    frames["person"] = frames["person"].filter(enrolled)
+    feed.frames = frames
+    return feed
 
 
 def pack(feed: Feed) -> bytes:

@@ -327,8 +327,6 @@ def save_upload(uploads: Path, filename: str, data: bytes) -> Path:
     return path.resolve()
 
 
-# TODO(source-scope): no school or section selection yet beyond the csv kind's default school;
-# choosing a subset of an export's schools needs the connectors to filter their feed first.
 def add_source(
     engine: sa.Engine,
     principal: Principal,

@@ -299,6 +299,8 @@ async def source_create(
     how: Annotated[str, Form()] = "upload",
     url: Annotated[str, Form()] = "",
     school: Annotated[str, Form()] = "",
+    schools: Annotated[str, Form()] = "",
+    sections: Annotated[str, Form()] = "",
     schedule: Annotated[str, Form()] = "",
     file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
@@ -315,6 +317,7 @@ async def source_create(
             config = {"path": str(path)}
         if school.strip() and kind == "csv":
             config["school"] = school.strip()
+        config.update({k: v.strip() for k, v in (("schools", schools), ("sections", sections))})
         added = actions.add_source(engine, principal, name, kind, config, schedule=schedule)
     except (Forbidden, NotFound, Unauthenticated):
         raise
@@ -332,6 +335,7 @@ def source_page(request: Request, principal: Caller, source_id: int) -> Response
         "source.html",
         source=found,
         runs=roster.run_log(engine, principal, source_id=source_id, limit=50),
+        known_schools=roster.source_schools(engine, principal, source_id),
     )
 
 
@@ -343,12 +347,16 @@ def source_update(
     url: Annotated[str, Form()] = "",
     path: Annotated[str, Form()] = "",
     school: Annotated[str, Form()] = "",
+    schools: Annotated[str, Form()] = "",
+    sections: Annotated[str, Form()] = "",
     schedule: Annotated[str, Form()] = "",
     paused: Annotated[str, Form()] = "",
 ) -> Response:
     config = {
         k: v.strip() for k, v in (("url", url), ("path", path), ("school", school)) if v.strip()
     }
+    # The scope is always saved, so that clearing it widens the source to everything again.
+    config.update({k: v.strip() for k, v in (("schools", schools), ("sections", sections))})
     return attempt(
         lambda: actions.update_source(
             _engine(request),

@@ -21,6 +21,7 @@ from rostersync.store.schema import (
     schools,
     sections,
     sightings,
+    snapshots,
     sources,
     terms,
 )
@@ -119,6 +120,19 @@ def source(engine: sa.Engine, principal: Principal, source_id: int) -> dict[str,
     with engine.connect() as conn:
         policy.check_source(conn, principal, source_id)
     return next(s for s in source_list(engine, principal) if s["id"] == source_id)
+
+
+def source_schools(engine: sa.Engine, principal: Principal, source_id: int) -> list[str]:
+    """The names of the schools a source listed at its last applied run, for its scope form."""
+    with engine.connect() as conn:
+        policy.check_source(conn, principal, source_id)
+        rows = conn.execute(
+            sa.select(schools.c.name)
+            .join(snapshots, snapshots.c.canonical_id == schools.c.id)
+            .where(snapshots.c.source_id == source_id, snapshots.c.entity == "school")
+            .order_by(schools.c.name)
+        )
+        return [str(name) for name in rows.scalars() if name]
 
 
 def _run_dict(row: Any) -> dict[str, Any]:
