@@ -92,6 +92,11 @@ def _insert_changes(conn: sa.Connection, run_id: int, frame: pl.DataFrame) -> in
     )
 
 
+# TODO(perf): a first import writes about four rows per record (the record, its snapshot row, its
+# id map entries and its change row); on SQLite that costs about 5 x the floor of the benchmark
+# (parsing and inserting the raw rows), above the 4 x milestone. Fewer or cheaper rows per record
+# — for example snapshot and id map entries written by INSERT ... SELECT like the change rows —
+# are the way down.
 def apply(
     conn: sa.Connection,
     plans: Sequence[EntityPlan],
