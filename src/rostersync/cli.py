@@ -251,11 +251,16 @@ def source_test(obj: Context, name: str, as_json: bool) -> None:
     show_default=True,
     help="The redirect address registered for the OAuth client.",
 )
+@click.option(
+    "--push", is_flag=True, help="Also allow Classroom push registrations (source google-watch)."
+)
 @click.pass_obj
-def source_google_consent(obj: Context, name: str, code: str | None, redirect_uri: str) -> None:
+def source_google_consent(
+    obj: Context, name: str, code: str | None, redirect_uri: str, push: bool
+) -> None:
     """Grant a Google source an administrator's read-only access (OAuth consent)."""
     with _user_errors():
-        url = service.google_consent_url(obj.engine, name, redirect_uri)
+        url = service.google_consent_url(obj.engine, name, redirect_uri, push=push)
         if code is None:
             click.echo("1. Open this address as a domain administrator and approve the access:")
             click.echo(f"\n   {url}\n")
@@ -268,6 +273,31 @@ def source_google_consent(obj: Context, name: str, code: str | None, redirect_ur
     click.echo(
         f"Consent stored for source {name!r}. Check it with `rostersync source test {name}`."
     )
+
+
+@source.command("google-watch")
+@click.argument("name")
+@click.option("--topic", required=True, help="The Pub/Sub topic: projects/PROJECT/topics/TOPIC.")
+@click.option("--new-token", is_flag=True, help="Replace the source's push token.")
+@click.pass_obj
+def source_google_watch(obj: Context, name: str, topic: str, new_token: bool) -> None:
+    """Have Classroom publish a Google source's roster changes to a Pub/Sub topic, so that each
+    change queues a sync (renewed weekly by the scheduler)."""
+    from rostersync.jobs import google_push
+
+    with _user_errors():
+        done = google_push.watch(obj.engine, name, topic, new_token=new_token)
+    for registration in done.registrations:
+        feed = f"course {registration.course_id}" if registration.course_id else "the domain"
+        click.echo(f"Registered roster changes of {feed} until {registration.expires.isoformat()}.")
+    if done.token is None:
+        click.echo("The push subscription's address is unchanged (its token was kept).")
+        return
+    click.echo(
+        "Create a push subscription of the topic with this address (after the roster service's "
+        "public https address); the token is shown only now:"
+    )
+    click.echo(f"\n   /api/v1/google/notifications/{done.source_id}?token={done.token}\n")
 
 
 @source.command("list")

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rostersync import secrets
+from rostersync.domain.oneroster import HEADERS
 from rostersync.errors import ConfigError, NotFound, RosterError
 from rostersync.sources import base, google_api
 from rostersync.store import bulk, db
@@ -181,11 +182,18 @@ def _oauth_client(engine: sa.Engine, name: str) -> tuple[Any, google_api.OAuthCl
     return config, key
 
 
-def google_consent_url(engine: sa.Engine, name: str, redirect_uri: str) -> str:
-    """The address where an admin grants a Google source read-only access."""
+def google_consent_url(
+    engine: sa.Engine, name: str, redirect_uri: str, *, push: bool = False
+) -> str:
+    """The address where an admin grants a Google source read-only access (and, with
+    ``push``, the right to register Classroom push notifications)."""
     config, key = _oauth_client(engine, name)
     endpoints = google_api.Endpoints.from_setting(config.get("api_endpoint") or None)
-    scopes = google_api.SHEETS_SCOPES if config.get("sheet") else google_api.CLASSROOM_SCOPES
+    scopes: tuple[str, ...] = (
+        google_api.SHEETS_SCOPES if config.get("sheet") else google_api.CLASSROOM_SCOPES
+    )
+    if push:
+        scopes = (*google_api.CLASSROOM_SCOPES, google_api.PUSH_SCOPE)
     return google_api.consent_url(key, endpoints, scopes, redirect_uri)
 
 
@@ -261,6 +269,15 @@ def record_sighting(
     now = datetime.now(UTC)
     with engine.begin() as conn:
         ident = district_id(conn, district)
+        if conn.dialect.name == "postgresql":
+            # Two sightings of one new student at once must not make two pending people: hold
+            # a lock per (district, id) across the look-up and the insert. (SQLite's write
+            # transactions already run one at a time.)
+            for key in sorted(v for v in (email, google_id) if v):
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:d, hashtext(:k))"),
+                    {"d": 7462_0000 + ident, "k": key},
+                )
         person_id = None
         for namespace, value in (("google", google_id), ("email", email)):
             if value and person_id is None:
@@ -376,15 +393,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         dist_id = f"d{ident}"
         write(
             "orgs",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "name",
-                "type",
-                "identifier",
-                "parentSourcedId",
-            ],
+            HEADERS["orgs"],
             [(dist_id, "", "", district_name, "district", "", "")]
             + [
                 (f"s{r.id}", "", "", r.name, "school", r.sis_id, dist_id)
@@ -397,17 +406,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         )
         write(
             "academicSessions",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "title",
-                "type",
-                "startDate",
-                "endDate",
-                "parentSourcedId",
-                "schoolYear",
-            ],
+            HEADERS["academicSessions"],
             (
                 (f"t{r.id}", "", "", r.name, "term", r.start_date, r.end_date, "", r.school_year)
                 for r in conn.execute(
@@ -424,18 +423,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         ).all()
         write(
             "courses",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "schoolYearSourcedId",
-                "title",
-                "courseCode",
-                "grades",
-                "orgSourcedId",
-                "subjects",
-                "subjectCodes",
-            ],
+            HEADERS["courses"],
             (
                 (
                     f"c{r.id}",
@@ -454,22 +442,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         )
         write(
             "classes",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "title",
-                "grades",
-                "courseSourcedId",
-                "classCode",
-                "classType",
-                "location",
-                "schoolSourcedId",
-                "termSourcedIds",
-                "subjects",
-                "subjectCodes",
-                "periods",
-            ],
+            HEADERS["classes"],
             (
                 (
                     f"k{r.id}",
@@ -493,26 +466,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         role_names = {"student": "student", "teacher": "teacher", "admin": "administrator"}
         write(
             "users",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "enabledUser",
-                "orgSourcedIds",
-                "role",
-                "username",
-                "userIds",
-                "givenName",
-                "familyName",
-                "middleName",
-                "identifier",
-                "email",
-                "sms",
-                "phone",
-                "agentSourcedIds",
-                "grades",
-                "password",
-            ],
+            HEADERS["users"],
             (
                 (
                     f"p{r.id}",
@@ -546,18 +500,7 @@ def export_oneroster(engine: sa.Engine, district: str, out: Path) -> dict[str, i
         )
         write(
             "enrollments",
-            [
-                "sourcedId",
-                "status",
-                "dateLastModified",
-                "classSourcedId",
-                "schoolSourcedId",
-                "userSourcedId",
-                "role",
-                "primary",
-                "beginDate",
-                "endDate",
-            ],
+            HEADERS["enrollments"],
             (
                 (
                     f"e{r.id}",

@@ -5,7 +5,8 @@ scopes and response fields come from the discovery documents bundled with
 google-api-python-client: a request with a parameter the method does not have is answered 400
 (as Google does) and recorded in ``violations``, and so is any response field the method's
 schema does not name. Errors use Google's JSON error format. Tests put users, units, courses and
-sheets in it, and inject faults (rate limits, disabled APIs, expired tokens) per test.
+sheets in it, and inject faults (rate limits, disabled APIs, expired tokens) per test. Push
+registrations expire ``registration_lifetime`` after the fake's ``now``, which tests may replace.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ class Method:
     scopes: set[str]
     response: str | None
     doc: dict[str, Any]
+    request: str | None = None
 
 
 @functools.cache
@@ -83,6 +86,7 @@ def methods() -> list[Method]:
                         scopes=set(md.get("scopes", [])),
                         response=(md.get("response") or {}).get("$ref"),
                         doc=doc,
+                        request=(md.get("request") or {}).get("$ref"),
                     )
                 )
             walk(doc, resource.get("resources", {}))
@@ -158,6 +162,10 @@ class FakeGoogle:
         self.tokens: dict[str, Token] = {}
         self.token_lifetime = 3599
         self.faults: list[Fault] = []
+        #: Classroom push registrations by id; their expiry follows ``now``.
+        self.registrations: dict[str, dict[str, Any]] = {}
+        self.registration_lifetime = timedelta(days=7)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.log: list[tuple[str, dict[str, list[str]]]] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
@@ -390,7 +398,7 @@ class FakeGoogle:
                 )
             else:
                 status, payload, headers = self._api(
-                    http, parts.path, query, handler.headers.get("Authorization", "")
+                    http, parts.path, query, handler.headers.get("Authorization", ""), body
                 )
         except Exception as exc:  # a bug in the fake: say so loudly
             status, payload, headers = 500, error_body(500, repr(exc), "INTERNAL"), {}
@@ -479,7 +487,12 @@ class FakeGoogle:
         }
 
     def _api(
-        self, http: str, path: str, query: dict[str, list[str]], authorization: str
+        self,
+        http: str,
+        path: str,
+        query: dict[str, list[str]],
+        authorization: str,
+        body: bytes = b"",
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         for method in methods():
             match = method.pattern.match(path)
@@ -522,6 +535,13 @@ class FakeGoogle:
         handler = getattr(self, "_" + method.id.replace(".", "_"), None)
         if handler is None:
             return 501, error_body(501, f"{method.id} is not faked.", "UNIMPLEMENTED"), {}
+        if method.request:
+            try:
+                sent = json.loads(body or b"null")
+            except ValueError:
+                return 400, error_body(400, "Invalid JSON payload.", "INVALID_ARGUMENT"), {}
+            self._conform(method, method.request, sent, f"{method.id} request")
+            args["body"] = sent
         status, payload = handler(args, {k: v for k, v in query.items()}, token)
         if status == 200 and method.response:
             self._conform(method, method.response, payload, method.id)
@@ -636,6 +656,37 @@ class FakeGoogle:
         ]
         page, extra = self._page(found, query, default=500, largest=500)
         return 200, {"invitations": page, **extra} if page else extra
+
+    def _classroom_registrations_create(
+        self, args: dict[str, Any], query: dict[str, list[str]], token: Token
+    ) -> tuple[int, dict[str, Any]]:
+        if token.subject is not None:
+            message = (
+                "The caller does not have permission: domain-wide delegation of authority is "
+                "not supported for push notifications."
+            )
+            return 403, error_body(403, message, "PERMISSION_DENIED")
+        sent = args.get("body")
+        feed = (sent or {}).get("feed") or {}
+        topic = ((sent or {}).get("cloudPubsubTopic") or {}).get("topicName") or ""
+        if not re.fullmatch(r"projects/[^/]+/topics/[^/]+", topic):
+            return 400, error_body(400, "cloudPubsubTopic is not valid.", "INVALID_ARGUMENT")
+        kind = feed.get("feedType")
+        if kind == "COURSE_ROSTER_CHANGES":
+            course_id = (feed.get("courseRosterChangesInfo") or {}).get("courseId")
+            if course_id not in self.courses:
+                return 404, error_body(404, "Requested entity was not found.", "NOT_FOUND")
+        elif kind != "DOMAIN_ROSTER_CHANGES":
+            return 400, error_body(400, "feed is not valid.", "INVALID_ARGUMENT")
+        expiry = self.now() + self.registration_lifetime
+        registration = {
+            "registrationId": self.new_id(),
+            "feed": feed,
+            "cloudPubsubTopic": {"topicName": topic},
+            "expiryTime": expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        self.registrations[registration["registrationId"]] = registration
+        return 200, registration
 
     # Directory ---------------------------------------------------------------------------------
 

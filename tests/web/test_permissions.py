@@ -135,6 +135,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
         NOBODY, json=_json({"email": "kid@district.example"})
     ),
     ("GET", "/api/v1/extension/session"): Entry(NOBODY),
+    # API: Pub/Sub pushes authenticate with the source's push token, never with an account.
+    ("POST", "/api/v1/google/notifications/{source_id}"): Entry(
+        NOBODY, {"source_id": "source"}, json=_json({"message": {}})
+    ),
     # Pages.
     ("GET", "/"): Entry(SIGNED_IN),
     ("POST", "/sign-out"): Entry(SIGNED_IN),

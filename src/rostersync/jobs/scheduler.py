@@ -52,12 +52,15 @@ class Scheduler:
         mode: Mode | None = None,
         on_queued: Callable[[], None] = lambda: None,
         sweep: Callable[[], object] = lambda: None,
+        renew: Callable[[], object] | None = None,
     ) -> None:
         self.engine = engine
         self.now = now
         self.mode = mode or mode_of(engine)
         self.on_queued = on_queued
         self.sweep = sweep
+        #: Periodic upkeep besides windows: renewing Classroom push registrations by default.
+        self.renew = renew if renew is not None else self._renew_push
 
     def tick(self) -> list[Decision]:
         """Handle every due window once; return what was done."""
@@ -151,13 +154,20 @@ class Scheduler:
         )
         return outcome
 
+    def _renew_push(self) -> None:
+        from rostersync.jobs import google_push
+
+        google_push.renew_due(self.engine, now=self.now)
+
     def run(self, stop: threading.Event, interval: float = 10.0) -> None:
-        """Tick (and sweep for abandoned runs) every ``interval`` seconds until ``stop`` is set."""
+        """Tick (and sweep for abandoned runs, and renew push registrations that are about to
+        expire) every ``interval`` seconds until ``stop`` is set."""
         logger.info("Scheduler started (%s mode).", self.mode)
         while not stop.is_set():
             try:
                 self.sweep()
                 self.tick()
+                self.renew()
             except sa.exc.OperationalError:
                 logger.warning("The scheduler could not reach the store; retrying.", exc_info=True)
             stop.wait(interval)

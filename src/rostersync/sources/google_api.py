@@ -41,6 +41,8 @@ CLASSROOM_SCOPES = (
     "https://www.googleapis.com/auth/admin.directory.orgunit.readonly",
 )
 SHEETS_SCOPES = ("https://www.googleapis.com/auth/spreadsheets.readonly",)
+#: Needed only to create Classroom push registrations (``source google-watch``).
+PUSH_SCOPE = "https://www.googleapis.com/auth/classroom.push-notifications"
 
 #: The redirect address of the consent step: Google sends the browser there with the code in
 #: the address; nothing needs to listen, the admin copies the code from the address bar.
@@ -460,6 +462,28 @@ class GoogleApi:
         self, url: str, params: Params | None = None, *, api: str, missing_ok: bool = False
     ) -> dict[str, Any] | None:
         """GET a JSON object. With ``missing_ok`` a 404 gives None instead of an error."""
+        return self._send("GET", url, params, None, api=api, missing_ok=missing_ok)
+
+    def post(self, url: str, body: Mapping[str, Any], *, api: str) -> dict[str, Any]:
+        """POST a JSON object and return the answer, retried like :meth:`get`.
+
+        Only used for calls whose repetition is harmless (a second push registration of the
+        same feed only doubles notifications until one expires).
+        """
+        answer = self._send("POST", url, None, body, api=api, missing_ok=False)
+        assert answer is not None
+        return answer
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        body: Mapping[str, Any] | None,
+        *,
+        api: str,
+        missing_ok: bool,
+    ) -> dict[str, Any] | None:
         refreshed = False
         attempt = 0
         failure = "no attempt made"
@@ -470,7 +494,9 @@ class GoogleApi:
             headers = {"Authorization": f"Bearer {self._token()}"}
             self.requests += 1
             try:
-                response = self._client.get(url, params=_query(params), headers=headers)
+                response = self._client.request(
+                    method, url, params=_query(params), json=body, headers=headers
+                )
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL = "sqlite:///rostersync.sqlite"
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; a store at this revision needs no migration run (and no Alembic import).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -36,7 +36,9 @@ def make_engine(url: str | None = None) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # The web app serves requests from a thread pool of up to 40 threads: a pool that
+        # small would close and reopen connections under load.
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
     raise ConfigError(
         f"Unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL."
     )
@@ -60,7 +62,9 @@ class _SQLiteConnection(sa.Connection):
 
 
 def _sqlite_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, connect_args={"timeout": 60})
+    database = sa.make_url(url).database
+    sizes = {} if database in (None, "", ":memory:") else {"pool_size": 20, "max_overflow": 20}
+    engine = sa.create_engine(url, connect_args={"timeout": 60}, **sizes)
     engine._connection_cls = _SQLiteConnection
 
     @sa.event.listens_for(engine, "connect")

@@ -283,6 +283,17 @@ schedule_windows = sa.Table(
     sa.Column("recorded_at", TS, nullable=False),
 )
 
+# Pub/Sub push deliveries already handled, by message id, so a redelivery does nothing new.
+# Rows older than Pub/Sub's longest retention (7 days) are pruned as new ones arrive.
+push_messages = sa.Table(
+    "push_messages",
+    metadata,
+    sa.Column("source_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("message_id", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("received_at", TS, nullable=False, index=True),
+)
+
 # The embedded queue: one row per queued run. On PostgreSQL with Procrastinate its own
 # procrastinate_jobs table plays this part.
 jobs = sa.Table(

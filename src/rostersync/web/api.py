@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from rostersync import service
-from rostersync.errors import ConfigError
+from rostersync.errors import ConfigError, InputError
+from rostersync.jobs import google_push
 from rostersync.web import accounts, actions, audit, auth, classroom, extension, roster
 from rostersync.web.policy import Principal, require_admin
 
@@ -496,3 +499,25 @@ def student_session(
         _engine(request), holder.district_id, email=email, google_id=google_id
     )
     return {"session": found}
+
+
+# Google Classroom push notifications ----------------------------------------------------------
+
+
+@router.post("/google/notifications/{source_id}", status_code=204, tags=["rostering"])
+async def google_notification(request: Request, source_id: int, token: str = "") -> Response:
+    """A Pub/Sub push delivery of a Classroom roster change, authenticated by the source's push
+    token in the address (Pub/Sub sends no other credential we hold). Queues a sync of the
+    source; a redelivered message does nothing new. Answers 204 so Pub/Sub stops retrying."""
+    body = await request.body()
+    try:
+        receipt = await run_in_threadpool(
+            google_push.receive, _engine(request), source_id, token, body
+        )
+    except google_push.PushRefused as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=401)
+    except InputError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    if receipt.outcome == "queued":
+        _wake(request)
+    return Response(status_code=204)
