@@ -11,6 +11,8 @@ import csv
 import random
 from pathlib import Path
 
+from rostersync.domain.oneroster import HEADERS
+
 SCHOOLS = [
     ("org-lhs", "Lincoln High School", "LHS"),
     ("org-wms", "Washington Middle School", "WMS"),
@@ -70,31 +72,13 @@ def write_oneroster(folder: Path, *, day: int = 1) -> None:
     )
     _write(
         folder / "orgs.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "name",
-            "type",
-            "identifier",
-            "parentSourcedId",
-        ],
+        HEADERS["orgs"],
         [["org-district", "", "", "Lincoln Unified", "district", "LU", ""]]
         + [[ident, "", "", name, "school", code, "org-district"] for ident, name, code in SCHOOLS],
     )
     _write(
         folder / "academicSessions.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "title",
-            "type",
-            "startDate",
-            "endDate",
-            "parentSourcedId",
-            "schoolYear",
-        ],
+        HEADERS["academicSessions"],
         [["term-fall", "", "", "Fall 2026", "semester", "2026-08-24", "2026-12-18", "", "2027"]],
     )
     courses, classes, users, enrollments = [], [], [], []
@@ -248,78 +232,22 @@ def write_oneroster(folder: Path, *, day: int = 1) -> None:
         )
     _write(
         folder / "courses.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "schoolYearSourcedId",
-            "title",
-            "courseCode",
-            "grades",
-            "orgSourcedId",
-            "subjects",
-            "subjectCodes",
-        ],
+        HEADERS["courses"],
         courses,
     )
     _write(
         folder / "classes.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "title",
-            "grades",
-            "courseSourcedId",
-            "classCode",
-            "classType",
-            "location",
-            "schoolSourcedId",
-            "termSourcedIds",
-            "subjects",
-            "subjectCodes",
-            "periods",
-        ],
+        HEADERS["classes"],
         classes,
     )
     _write(
         folder / "users.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "enabledUser",
-            "orgSourcedIds",
-            "role",
-            "username",
-            "userIds",
-            "givenName",
-            "familyName",
-            "middleName",
-            "identifier",
-            "email",
-            "sms",
-            "phone",
-            "agentSourcedIds",
-            "grades",
-            "password",
-        ],
+        HEADERS["users"],
         users,
     )
     _write(
         folder / "enrollments.csv",
-        [
-            "sourcedId",
-            "status",
-            "dateLastModified",
-            "classSourcedId",
-            "schoolSourcedId",
-            "userSourcedId",
-            "role",
-            "primary",
-            "beginDate",
-            "endDate",
-        ],
+        HEADERS["enrollments"],
         enrollments,
     )
 

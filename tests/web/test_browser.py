@@ -136,7 +136,7 @@ def test_admin_uploads_syncs_reviews_and_resolves(served: Served, browser: objec
     roster = served.folder / "roster.csv"
     roster.write_text(ROSTER)
     page.get_by_role("link", name="Add a source").click()
-    page.get_by_label("Name").fill("teacher sheet")
+    page.get_by_label("Name", exact=True).fill("teacher sheet")
     page.get_by_label("File", exact=True).set_input_files(str(roster))
     page.get_by_role("button", name="Add source").click()
     expect(page.get_by_text("Source 'teacher sheet' added.")).to_be_visible()
@@ -191,7 +191,7 @@ def test_admin_uploads_syncs_reviews_and_resolves(served: Served, browser: objec
     page.get_by_role("button", name="End Class: Algebra I").click()
     expect(page.get_by_text("Class ended: Algebra I.")).to_be_visible()
 
-    page.get_by_label("Name").fill("Reading circle")
+    page.get_by_label("Name", exact=True).fill("Reading circle")
     page.get_by_label("Ben Ortiz").check()
     page.get_by_label("Cara Diaz").check()
     page.get_by_role("button", name="Create group").click()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from rostersync.errors import ConfigError, NotFound, RosterError
 from rostersync.store.schema import (
@@ -335,17 +336,20 @@ def client_address(request: Request) -> str:
 
 async def authenticate(request: Request) -> Principal:
     """The principal of a request, from its Bearer token or its session cookie. A cookie-borne
-    unsafe request must carry the session's CSRF token (form field or header)."""
+    unsafe request must carry the session's CSRF token (form field or header).
+
+    It is async because it may read the form; its database reads run in the thread pool so that
+    they never hold up the event loop that serves every other request."""
     engine: sa.Engine = request.app.state.engine
     header = request.headers.get("authorization", "")
     user_id: int | None = None
     if header.lower().startswith("bearer "):
-        user_id = token_user(engine, header[7:].strip())
+        user_id = await run_in_threadpool(token_user, engine, header[7:].strip())
         if user_id is None:
             raise Unauthenticated("The API token is unknown or revoked.")
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
-        found = session_user(engine, cookie) if cookie else None
+        found = await run_in_threadpool(session_user, engine, cookie) if cookie else None
         if found is None:
             raise Unauthenticated("Sign in first.")
         user_id, csrf = found
@@ -363,12 +367,16 @@ async def authenticate(request: Request) -> Principal:
                     "The form was out of date (its security token did not match). "
                     "Reload the page and try again."
                 )
-    with engine.connect() as conn:
-        found_principal = accounts.principal(conn, user_id)
+    found_principal = await run_in_threadpool(_principal, engine, user_id)
     if found_principal is None:
         raise Unauthenticated("The account is disabled.")
     request.state.principal = found_principal
     return found_principal
+
+
+def _principal(engine: sa.Engine, user_id: int) -> Principal | None:
+    with engine.connect() as conn:
+        return accounts.principal(conn, user_id)
 
 
 def validate_password_form(email: str, password: str) -> None:
