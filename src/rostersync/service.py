@@ -11,14 +11,17 @@ import zoneinfo
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from rostersync.sources import google_api
 
 from rostersync import secrets
 from rostersync.domain.oneroster import HEADERS
 from rostersync.errors import ConfigError, NotFound, RosterError
-from rostersync.sources import base, google_api
+from rostersync.sources import base
 from rostersync.store import bulk, db
 from rostersync.store.schema import (
     changes,
@@ -171,6 +174,8 @@ def check_source(engine: sa.Engine, name: str) -> list[dict[str, object]]:
 
 
 def _oauth_client(engine: sa.Engine, name: str) -> tuple[Any, google_api.OAuthClient]:
+    from rostersync.sources import google_api
+
     row = _source_row(engine, name)
     config = reveal(engine, row.config or {})
     key = google_api.parse_credentials(config.get("credentials") or "{}")
@@ -187,6 +192,8 @@ def google_consent_url(
 ) -> str:
     """The address where an admin grants a Google source read-only access (and, with
     ``push``, the right to register Classroom push notifications)."""
+    from rostersync.sources import google_api
+
     config, key = _oauth_client(engine, name)
     endpoints = google_api.Endpoints.from_setting(config.get("api_endpoint") or None)
     scopes: tuple[str, ...] = (
@@ -199,6 +206,8 @@ def google_consent_url(
 
 def complete_google_consent(engine: sa.Engine, name: str, code: str, redirect_uri: str) -> None:
     """Trade the consent code for a refresh token and store it (encrypted) on the source."""
+    from rostersync.sources import google_api
+
     config, key = _oauth_client(engine, name)
     endpoints = google_api.Endpoints.from_setting(config.get("api_endpoint") or None)
     token = google_api.exchange_code(key, endpoints, code, redirect_uri)
