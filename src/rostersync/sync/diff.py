@@ -55,6 +55,17 @@ def diff(
     deleted: list[str],
 ) -> EntityDiff:
     """Compare ``staged`` (with ``ext_id`` and ``hash``) to ``snapshot``."""
+    if snapshot.height == 0:
+        # A first import: everything is new. No join, so no copy of a feed of millions.
+        nothing = staged.clear().with_columns(pl.lit(None, dtype=pl.Int64).alias("canonical_id"))
+        return EntityDiff(
+            entity=entity,
+            new=staged,
+            changed=nothing,
+            unchanged=nothing,
+            gone=snapshot.select("ext_id", "canonical_id"),
+            snapshot=snapshot,
+        )
     joined = staged.join(snapshot, on="ext_id", how="left")
     known = pl.col("canonical_id").is_not_null()
     new = joined.filter(~known).drop("old_hash", "canonical_id")

@@ -306,6 +306,12 @@ def process(
             if reasons or dry_run:
                 conn.rollback()
             else:
+                # Planned and let through, the feed is not needed any more: free it before the
+                # writes, which build rows of their own (on a large first import this is what
+                # keeps the peak down).
+                staged.frames.clear()
+                feed.frames.clear()
+                mappings.clear()
                 progress("apply", {k: sum(v.values()) for k, v in result.changes.items()})
                 apply_stage.apply(
                     conn,

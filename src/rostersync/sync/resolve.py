@@ -275,7 +275,7 @@ def identify(
     taken = pl.col("canonical_id").is_in(held.implode()) | (
         pl.col("canonical_id").is_not_null()
         & pl.col("canonical_id").is_duplicated()
-        & (pl.int_range(pl.len()).over("canonical_id") > 0)
+        & ~pl.col("canonical_id").is_first_distinct()
     )
     clashing = frame.filter(taken)
     for ext_id, line, by in clashing.select("ext_id", LINE, "matched_by").head(20).iter_rows():
@@ -301,7 +301,7 @@ def identify(
         repeats = frame.filter(
             pl.col("canonical_id").is_null()
             & pl.col(column).is_not_null()
-            & (pl.int_range(pl.len()).over(column) > 0)
+            & ~pl.col(column).is_first_distinct()
         )
         for ext_id, line in repeats.select("ext_id", LINE).head(20).iter_rows():
             if ext_id in warned:
@@ -342,7 +342,12 @@ def map_references(
                 mapping, on=column, how="anti"
             )
         else:
-            frame = frame.join(mapping, on=column, how="left")
+            # Join only the reference column and add the result: joining the whole frame would
+            # copy every column of millions of enrollments, once per reference.
+            looked = frame.select(column).join(
+                mapping, on=column, how="left", maintain_order="left"
+            )
+            frame = frame.with_columns(looked[target])
             dangling = frame.filter(pl.col(column).is_not_null() & pl.col(target).is_null())
         if dangling.height == 0:
             continue
@@ -460,7 +465,9 @@ def plan_entity(
     # References of every row are checked, so that a record pointing at something the feed no
     # longer has is reported even when the record itself did not change; only the rows this
     # run writes need their references resolved.
-    incoming = pl.concat([new.drop("matched_by"), d.changed], how="diagonal_relaxed")
+    incoming = new.drop("matched_by")
+    if d.changed.height:
+        incoming = pl.concat([incoming, d.changed], how="diagonal_relaxed")
     # The diff's copies are not needed any more; on a first import they are the whole feed.
     d.new, d.changed, new = d.new.clear(), d.changed.clear(), new.clear()
     incoming, ref_problems, ref_warnings = map_references(ctx, entity, incoming, mappings)
@@ -570,6 +577,8 @@ def plan_entity(
 
 def _snapshot_drops(d: EntityDiff, touched: pl.DataFrame) -> pl.Series:
     """External ids whose snapshot rows go: the gone ones and the ones rewritten this run."""
+    if d.snapshot.height == 0:
+        return d.gone["ext_id"]
     rewritten = touched.select("ext_id").join(d.snapshot.select("ext_id"), on="ext_id", how="semi")
     return pl.concat([d.gone["ext_id"], rewritten["ext_id"]]).unique()
 
@@ -616,28 +625,27 @@ def _id_map_entries(
     conn: sa.Connection, ctx: Context, entity: Entity, rows: pl.DataFrame
 ) -> pl.DataFrame:
     """Id map entries for every id the touched records carry that the map does not know yet."""
-    parts = [
-        rows.select(
-            pl.lit(source_namespace(ctx.source_id)).alias("namespace"),
-            pl.col("ext_id").alias("external_id"),
-            pl.col("canonical_id"),
-        )
-    ]
+    # One namespace at a time: each is deduplicated (the first record keeps an id two records
+    # share) and checked against the map on its own, which keeps the frames small.
     rows = _name_key(rows)
-    for namespace, column in MATCH_KEYS[entity]:
-        if column in rows.columns:
-            parts.append(
-                rows.filter(pl.col(column).is_not_null()).select(
-                    pl.lit(namespace).alias("namespace"),
-                    pl.col(column).alias("external_id"),
-                    pl.col("canonical_id"),
-                )
-            )
-    entries = pl.concat(parts).unique(subset=["namespace", "external_id"], keep="first")
+    keys = [(source_namespace(ctx.source_id), "ext_id"), *MATCH_KEYS[entity]]
     kept = []
-    for key, group in entries.group_by("namespace"):
-        known = lookup_ids(conn, ctx.district_id, entity, str(key[0]), group["external_id"])
-        kept.append(group.join(known.select("external_id"), on="external_id", how="anti"))
+    for namespace, column in keys:
+        if column not in rows.columns:
+            continue
+        group = (
+            rows.filter(pl.col(column).is_not_null())
+            .select(pl.col(column).alias("external_id"), pl.col("canonical_id"))
+            .unique(subset=["external_id"], keep="first", maintain_order=True)
+        )
+        if group.height == 0:
+            continue
+        known = lookup_ids(conn, ctx.district_id, entity, namespace, group["external_id"])
+        if known.height:
+            group = group.join(known.select("external_id"), on="external_id", how="anti")
+        kept.append(
+            group.select(pl.lit(namespace).alias("namespace"), "external_id", "canonical_id")
+        )
     if not kept:
         return pl.DataFrame(schema=ID_MAP_SCHEMA)
     return pl.concat(kept).select(list(ID_MAP_SCHEMA))
@@ -668,18 +676,24 @@ def _plan_enrollments(
 
     # New memberships, and moved ones, may already exist as an active enrollment made by hand
     # (or left without a snapshot entry): adopt it rather than enroll the person twice.
-    starting = pl.concat(
-        [incoming.filter(pl.col("canonical_id").is_null()), moved.select(incoming.columns)],
-        how="vertical_relaxed",
-    ).with_columns(pl.lit(None, dtype=pl.Int64).alias("canonical_id"))
-    adoptable = _active_unowned(conn, ctx, starting)
-    starting = (
-        starting.join(adoptable, on=["section_id", "person_id"], how="left")
-        .with_columns(pl.col("_adopt").alias("canonical_id"))
-        .drop("_adopt", "_adopt_role")
+    # (On a first import every row is new and nothing is adoptable: the frames are used as they
+    # are, since each filter or join would copy millions of rows.)
+    fresh = incoming if changed.height == 0 else incoming.filter(pl.col("canonical_id").is_null())
+    parts = [fresh] if moved.height == 0 else [fresh, moved.select(incoming.columns)]
+    starting = pl.concat(parts, how="vertical_relaxed").with_columns(
+        pl.lit(None, dtype=pl.Int64).alias("canonical_id")
     )
-    adopted = starting.filter(pl.col("canonical_id").is_not_null())
-    creating = starting.filter(pl.col("canonical_id").is_null())
+    adoptable = _active_unowned(conn, ctx, starting)
+    if adoptable.height:
+        starting = (
+            starting.join(adoptable, on=["section_id", "person_id"], how="left")
+            .with_columns(pl.col("_adopt").alias("canonical_id"))
+            .drop("_adopt", "_adopt_role")
+        )
+        adopted = starting.filter(pl.col("canonical_id").is_not_null())
+        creating = starting.filter(pl.col("canonical_id").is_null())
+    else:
+        adopted, creating = starting.clear(), starting
     ids = bulk.allocate_ids(conn, "enrollments", creating.height)
     creating = creating.with_columns(ids.alias("canonical_id"))
     create_rows = creating.select(pl.col("canonical_id").alias("id"), *columns)
@@ -736,9 +750,9 @@ def _plan_enrollments(
     keep_changed = changed.join(moved.select("ext_id"), on="ext_id", how="anti")
     touched = pl.concat(
         [
-            creating.select("ext_id", "hash", "canonical_id"),
-            adopted.select("ext_id", "hash", "canonical_id"),
-            keep_changed.select("ext_id", "hash", "canonical_id"),
+            part.select("ext_id", "hash", "canonical_id")
+            for part in (creating, adopted, keep_changed)
+            if part.height or part is creating
         ]
     )
     # Nothing refers to enrollments, so no mapping of them is kept.

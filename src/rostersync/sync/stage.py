@@ -60,9 +60,12 @@ def _check_roles(frame: pl.DataFrame) -> pl.DataFrame:
     """Enrollments: empty ids become missing ones, and roles are lower-cased when a connector
     left them otherwise. (Values are not trimmed: connectors hand over trimmed ids.)"""
     ids = ["ext_id", "section_ext_id", "person_ext_id"]
-    frame = frame.with_columns(
-        [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in ids]
-    )
+    # Rewrite a column only when it has an empty value: a rewrite copies millions of strings.
+    empty = frame.select([(pl.col(c) == "").any().alias(c) for c in ids]).row(0, named=True)
+    if any(empty.values()):
+        frame = frame.with_columns(
+            [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in ids]
+        )
     if frame.height and not frame.select(pl.col("role").is_in(ENROLLMENT_ROLES).all()).item():
         return frame.with_columns(pl.col("role").str.strip_chars().str.to_lowercase())
     return frame
@@ -147,12 +150,15 @@ def stage(feed: Feed) -> Staged:
                     fix="Give every record its id, or remove the row.",
                 )
             )
-        frame = frame.filter(pl.col("ext_id").is_not_null())
+        if missing.height:
+            frame = frame.filter(pl.col("ext_id").is_not_null())
         problems += _invalid(entity, frame, file)
 
         # Most feeds have no repeated ids at all: one pass finds out, and the costlier search
         # for exact duplicates and clashes runs only when there is something to find.
-        repeated = bool(frame.select(pl.col("ext_id").is_duplicated().any()).item())
+        # Hashes first: a table of 64-bit integers is far smaller than one of millions of
+        # strings; a collision only costs the exact search below.
+        repeated = bool(frame.select(pl.col("ext_id").hash().is_duplicated().any()).item())
         before = frame.height
         if repeated:
             frame = frame.unique(subset=list(SCHEMAS[entity]), keep="first", maintain_order=True)
@@ -187,7 +193,7 @@ def stage(feed: Feed) -> Staged:
             frame = frame.unique(subset=["ext_id"], keep="first", maintain_order=True)
 
         pair = pl.struct("section_ext_id", "person_ext_id")
-        if entity == "enrollment" and frame.select(pair.is_duplicated().any()).item():
+        if entity == "enrollment" and frame.select(pair.hash().is_duplicated().any()).item():
             before = frame.height
             frame = frame.unique(
                 subset=["section_ext_id", "person_ext_id"], keep="first", maintain_order=True
