@@ -151,10 +151,15 @@ def fresh_database(db: str, args: argparse.Namespace) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{args.workdir / 'bench.sqlite'}{suffix}").unlink(missing_ok=True)
         return
+    recreate_postgres(str(args.pg_url))
+
+
+def recreate_postgres(url: str) -> None:
+    """Drop the PostgreSQL database the URL names and create it again, empty."""
     import psycopg
     from psycopg import sql
 
-    url = str(args.pg_url).replace("postgresql+psycopg://", "postgresql://", 1)
+    url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     server, _, name = url.rpartition("/")
     name = name.split("?")[0]
     with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:

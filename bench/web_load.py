@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from run import recreate_postgres  # bench/run.py, beside this script
+
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/rostersync_bench_web"
 DISTRICT = "Bench Unified"
@@ -324,17 +326,7 @@ def fresh_database(args: argparse.Namespace) -> None:
             Path(f"{args.workdir / 'web.sqlite'}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(args.workdir / "web-uploads", ignore_errors=True)
         return
-    import psycopg
-    from psycopg import sql
-
-    url = str(args.pg_url).replace("postgresql+psycopg://", "postgresql://", 1)
-    server, _, name = url.rpartition("/")
-    name = name.split("?")[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    recreate_postgres(str(args.pg_url))
 
 
 def roster_csv(path: Path, sections: int, students: int) -> None:

@@ -649,6 +649,22 @@ def _until_signalled() -> threading.Event:
     return stop
 
 
+#: The options every process that runs syncs shares (scheduler, worker).
+_heartbeat = click.option(
+    "--heartbeat",
+    default=5.0,
+    show_default=True,
+    help="Seconds between two heartbeats of a running sync (and sweeps for abandoned runs).",
+)
+_abandon_after = click.option(
+    "--abandon-after",
+    type=float,
+    default=None,
+    help="Seconds without a heartbeat after which a run counts as abandoned "
+    "[default: 120 embedded, 60 with Procrastinate].",
+)
+
+
 @main.command()
 @click.option(
     "--workers",
@@ -657,19 +673,8 @@ def _until_signalled() -> threading.Event:
     help="Worker threads (embedded mode): syncs of different sources in parallel.",
 )
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between two ticks.")
-@click.option(
-    "--heartbeat",
-    default=5.0,
-    show_default=True,
-    help="Seconds between two heartbeats of a running job.",
-)
-@click.option(
-    "--abandon-after",
-    type=float,
-    default=None,
-    help="Seconds without a heartbeat after which a run counts as abandoned "
-    "[default: 120 embedded, 60 with Procrastinate].",
-)
+@_heartbeat
+@_abandon_after
 @click.pass_obj
 def scheduler(
     obj: Context, workers: int, interval: float, heartbeat: float, abandon_after: float | None
@@ -714,19 +719,8 @@ def scheduler(
     show_default=True,
     help="Syncs this worker runs at once (of different sources).",
 )
-@click.option(
-    "--heartbeat",
-    default=5.0,
-    show_default=True,
-    help="Seconds between two heartbeats (and sweeps for abandoned runs).",
-)
-@click.option(
-    "--abandon-after",
-    type=float,
-    default=None,
-    help="Seconds without a heartbeat after which a run counts as abandoned "
-    "[default: 120 embedded, 60 with Procrastinate].",
-)
+@_heartbeat
+@_abandon_after
 @click.pass_obj
 def worker(obj: Context, concurrency: int, heartbeat: float, abandon_after: float | None) -> None:
     """Run queued syncs until stopped (SIGTERM lets running syncs finish).

@@ -9,7 +9,6 @@ column, so an admin can fix the file in one pass.
 from __future__ import annotations
 
 import csv
-import email.utils
 import hashlib
 import io
 import logging
@@ -17,7 +16,6 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -29,6 +27,7 @@ from rostersync.domain.feed import LINE, SCHEMAS, Entity, Feed
 from rostersync.errors import ConfigError, InputError, Problem, SourceError
 from rostersync.sources import google_api
 from rostersync.sources.base import Check, FetchContext, Progress, no_progress, register
+from rostersync.sources.http import retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +240,7 @@ class CsvSource:
                             "Check the link in the source's settings."
                         )
                     failure = f"HTTP {status}"
-                    asked = _retry_after(response)
+                    asked = retry_after(response)
                     delay = delay if asked is None else asked
                 if attempt == self.attempts:
                     break
@@ -414,23 +413,6 @@ def _reject_html(response: httpx.Response, url: str) -> None:
             f"{url} returned a web page, not CSV: the sheet is private (Google shows a sign-in "
             f"page) or the link is to the page instead of the file. {_PUBLISH_HINT}"
         )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ based client: see ``docs/connectors/google.md``.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
 import secrets
@@ -18,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -30,6 +28,7 @@ import httpx
 from google.oauth2 import service_account
 
 from rostersync.errors import ConfigError, SourceError
+from rostersync.sources.http import retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -380,24 +379,6 @@ def explain(api: str, error: GoogleError) -> str:
     if error.status == 400:
         return f"The {api} rejected the request{said}. Check the source's settings."
     return f"The {api} answered with an error{said}."
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds asked by a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # The client ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -291,29 +291,12 @@ class _Report:
     warnings: list[Problem] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
 
-    def error(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        line: int | None = None,
-        column: str | None = None,
-        record_id: str | None = None,
-        fix: str | None = None,
-    ) -> None:
-        self.problems.append(Problem(message, file, line, column, record_id, fix))
+    def error(self, message: str, **where: Any) -> None:
+        """Add a problem; ``where`` takes Problem's fields (file, line, column, record_id, fix)."""
+        self.problems.append(Problem(message, **where))
 
-    def warn(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        line: int | None = None,
-        column: str | None = None,
-        record_id: str | None = None,
-        fix: str | None = None,
-    ) -> None:
-        self.warnings.append(Problem(message, file, line, column, record_id, fix))
+    def warn(self, message: str, **where: Any) -> None:
+        self.warnings.append(Problem(message, **where))
 
 
 #: The physical line of a record for the engine's messages: exact unless a quoted value spans

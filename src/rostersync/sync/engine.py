@@ -299,7 +299,8 @@ def process(
                 progress("resolve", {entity: sum(plan.counts().values())})
             if problems:
                 raise InputError(problems)
-            result.changes = {p.entity: p.counts() for p in plans if p.counts()}
+            counted = {p.entity: p.counts() for p in plans}
+            result.changes = {entity: n for entity, n in counted.items() if n}
 
             reasons = (
                 [] if approved_by else check_stage.check(staged, plans, source.share, source.floor)
